@@ -1,0 +1,14 @@
+from django.apps import AppConfig
+from django.db.models.signals import post_migrate
+from django.utils.translation import gettext_lazy as _
+
+
+class BackofficeConfig(AppConfig):
+    name = "backoffice"
+    verbose_name = _("Back-office")
+
+    def ready(self) -> None:
+        from backoffice.roles import ensure_staff_groups
+
+        # After every migrate, so groups pick up the permissions of newly added models.
+        post_migrate.connect(ensure_staff_groups, dispatch_uid="backoffice.ensure_staff_groups")

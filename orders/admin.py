@@ -1,0 +1,166 @@
+"""Read-mostly admin. Status, amounts and provider fields are read-only; orders and
+payment records are never deleted; status changes arrive with the staff actions."""
+
+from __future__ import annotations
+
+from django.contrib import admin
+from django.utils.translation import gettext_lazy as _
+
+from orders.models import Merchant, MerchantMembership, Order, OrderEvent, PaymentAttempt, PaymentCheck, ProviderCallback
+
+
+class ReadOnlyAdminMixin:
+    """Evidence models: visible, never added, edited or deleted by hand."""
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
+class ExactSearchMixin:
+    """Search by exact value on indexed columns instead of `icontains` table scans."""
+
+    exact_search_fields: tuple[str, ...] = ()
+    search_help_text = _("Exact match.")
+
+    def get_search_fields(self, request):
+        return self.exact_search_fields
+
+    def get_search_results(self, request, queryset, search_term):
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        from django.db.models import Q
+
+        query = Q()
+        for field in self.exact_search_fields:
+            query |= Q(**{field: term})
+        return queryset.filter(query), False
+
+
+class MembershipInline(admin.TabularInline):
+    model = MerchantMembership
+    extra = 0
+    autocomplete_fields = ["user"]
+
+
+@admin.register(Merchant)
+class MerchantAdmin(admin.ModelAdmin):
+    list_display = ["code", "name", "default_currency", "stuck_after", "escalate_after", "expire_after", "active"]
+    list_filter = ["active"]
+    search_fields = ["code", "name"]
+    inlines = [MembershipInline]
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(MerchantMembership)
+class MerchantMembershipAdmin(admin.ModelAdmin):
+    list_display = ["user", "merchant", "role", "created_at"]
+    list_filter = ["role", "merchant"]
+    list_select_related = ["user", "merchant"]
+    autocomplete_fields = ["user", "merchant"]
+    search_fields = ["user__username", "user__email", "merchant__code"]
+
+
+class AttemptInline(ReadOnlyAdminMixin, admin.TabularInline):
+    model = PaymentAttempt
+    extra = 0
+    fields = ["provider", "provider_reference", "amount", "currency", "status", "check_count", "last_checked_at",
+              "next_check_at", "last_error_code"]
+    readonly_fields = fields
+    show_change_link = True
+
+
+class EventInline(ReadOnlyAdminMixin, admin.TabularInline):
+    model = OrderEvent
+    extra = 0
+    fields = ["created_at", "kind", "actor_kind", "actor_user", "message"]
+    readonly_fields = fields
+    ordering = ["-created_at", "-id"]
+
+
+@admin.register(Order)
+class OrderAdmin(ExactSearchMixin, admin.ModelAdmin):
+    list_display = ["reference", "merchant", "status", "amount", "currency", "submitted_at", "stuck_since",
+                    "stuck_cause", "needs_review"]
+    list_filter = ["status", "stuck_category", "stuck_cause", "needs_review"]
+    list_select_related = ["merchant"]
+    exact_search_fields = ("reference", "customer_email", "attempts__provider_reference")
+    search_help_text = _("Exact order reference, provider reference or customer email.")
+    show_full_result_count = False
+    show_facets = admin.ShowFacets.NEVER
+    list_per_page = 50
+    readonly_fields = [
+        "merchant", "reference", "amount", "currency", "captured_amount", "status", "submitted_at",
+        "status_changed_at", "updated_at", "stuck_since", "stuck_cause", "stuck_category", "needs_review",
+        "resolved_at", "receipt_number", "dispatch_number",
+    ]
+    fieldsets = [
+        (None, {"fields": ["merchant", "reference", "status", "amount", "currency", "captured_amount"]}),
+        (_("Customer"), {"fields": ["customer_name", "customer_email", "customer_phone", "shipping_address"]}),
+        (_("Unreturned"), {"fields": ["stuck_since", "stuck_cause", "stuck_category", "needs_review", "resolved_at"]}),
+        (_("Timing"), {"fields": ["submitted_at", "status_changed_at", "updated_at"]}),
+        (_("Fulfilment"), {"fields": ["receipt_number", "dispatch_number"]}),
+    ]
+    inlines = [AttemptInline, EventInline]
+
+    def get_search_results(self, request, queryset, search_term):
+        queryset, _dupes = super().get_search_results(request, queryset, search_term)
+        # A provider reference joins attempts; one order may match through several.
+        return queryset.distinct() if search_term.strip() else queryset, False
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
+class CheckInline(ReadOnlyAdminMixin, admin.TabularInline):
+    model = PaymentCheck
+    extra = 0
+    fields = ["checked_at", "source", "reported_status", "reported_amount", "error_kind", "http_status", "latency_ms"]
+    readonly_fields = fields
+    ordering = ["-checked_at", "-id"]
+
+
+@admin.register(PaymentAttempt)
+class PaymentAttemptAdmin(ReadOnlyAdminMixin, ExactSearchMixin, admin.ModelAdmin):
+    list_display = ["__str__", "order", "provider", "status", "amount", "currency", "check_count", "next_check_at",
+                    "last_error_code"]
+    list_filter = ["provider", "status"]
+    list_select_related = ["order", "order__merchant"]
+    exact_search_fields = ("provider_reference", "idempotency_key", "order__reference")
+    show_full_result_count = False
+    inlines = [CheckInline]
+
+
+@admin.register(PaymentCheck)
+class PaymentCheckAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ["attempt", "source", "reported_status", "error_kind", "http_status", "latency_ms", "checked_at"]
+    list_filter = ["source", "error_kind", "reported_status"]
+    list_select_related = ["attempt"]
+    show_full_result_count = False
+
+
+@admin.register(ProviderCallback)
+class ProviderCallbackAdmin(ReadOnlyAdminMixin, ExactSearchMixin, admin.ModelAdmin):
+    list_display = ["event_id", "provider", "received_at", "signature_valid", "outcome", "processed_at"]
+    list_filter = ["provider", "signature_valid", "outcome"]
+    exact_search_fields = ("event_id",)
+    show_full_result_count = False
+
+
+@admin.register(OrderEvent)
+class OrderEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ["created_at", "order", "kind", "actor_kind", "actor_user", "message"]
+    list_filter = ["kind", "actor_kind"]
+    list_select_related = ["order", "actor_user"]
+    show_full_result_count = False

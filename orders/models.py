@@ -1,0 +1,386 @@
+"""Merchants, orders, payment attempts, checks, callbacks and the order timeline.
+
+Models hold data and database-level invariants only. Every status change goes through
+`orders.services`; nothing here writes `status`.
+"""
+
+from __future__ import annotations
+
+import secrets
+from datetime import timedelta
+from decimal import Decimal
+
+from django.conf import settings
+from django.core.validators import MinValueValidator, RegexValidator
+from django.db import models
+from django.db.models import Q
+from django.db.models.functions import Length
+from django.db.models.lookups import Exact
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+from orders.causes import Category, Cause
+from orders.states import ATTEMPT_OPEN, ORDER_CAPTURED, ORDER_OPEN, AttemptStatus, OrderStatus
+
+MONEY = {"max_digits": 14, "decimal_places": 2}
+currency_validator = RegexValidator(r"^[A-Z]{3}$", _("Use a three-letter ISO 4217 code such as CNY or USD."))
+
+
+def new_status_token() -> str:
+    # 256 bits from the OS; the customer page is reached only through this token.
+    return secrets.token_urlsafe(32)
+
+
+def _three_letters(field: str) -> Exact:
+    return Exact(Length(field), 3)
+
+
+class Merchant(models.Model):
+    code = models.SlugField(_("code"), max_length=32, unique=True)
+    name = models.CharField(_("name"), max_length=200)
+    stuck_after = models.DurationField(
+        _("unreturned after"),
+        default=timedelta(minutes=15),
+        help_text=_("An order without an outcome for this long is flagged as unreturned."),
+    )
+    escalate_after = models.DurationField(
+        _("escalate after"),
+        default=timedelta(hours=2),
+        help_text=_("An unreturned order older than this gets a support ticket."),
+    )
+    expire_after = models.DurationField(
+        _("expire after"),
+        default=timedelta(hours=24),
+        help_text=_("An order with no payment after this long expires."),
+    )
+    default_currency = models.CharField(_("default currency"), max_length=3, default="CNY", validators=[currency_validator])
+    active = models.BooleanField(_("active"), default=True)
+    created_at = models.DateTimeField(_("created"), default=timezone.now)
+
+    class Meta:
+        verbose_name = _("merchant")
+        verbose_name_plural = _("merchants")
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(condition=Q(stuck_after__gt=timedelta(0)), name="merchant_stuck_after_positive"),
+            models.CheckConstraint(
+                condition=Q(escalate_after__gte=models.F("stuck_after")), name="merchant_escalate_after_stuck"
+            ),
+            models.CheckConstraint(condition=Q(expire_after__gt=timedelta(0)), name="merchant_expire_after_positive"),
+            models.CheckConstraint(condition=_three_letters("default_currency"), name="merchant_currency_len3"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.code})"
+
+
+
+class MembershipRole(models.TextChoices):
+    VIEWER = "viewer", _("Viewer")
+    OPERATOR = "operator", _("Operator")
+    MANAGER = "manager", _("Manager")
+
+class MerchantMembership(models.Model):
+    Role = MembershipRole
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
+    merchant = models.ForeignKey(Merchant, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(_("role"), max_length=16, choices=MembershipRole.choices, default=MembershipRole.VIEWER)
+    created_at = models.DateTimeField(_("created"), default=timezone.now)
+
+    class Meta:
+        verbose_name = _("merchant membership")
+        verbose_name_plural = _("merchant memberships")
+        constraints = [
+            models.UniqueConstraint(fields=["user", "merchant"], name="membership_unique_user_merchant"),
+            models.CheckConstraint(condition=Q(role__in=MembershipRole.values), name="membership_role_valid"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} @ {self.merchant.code} ({self.role})"
+
+
+class Order(models.Model):
+    merchant = models.ForeignKey(Merchant, on_delete=models.PROTECT, related_name="orders", verbose_name=_("merchant"))
+    reference = models.CharField(_("reference"), max_length=64, help_text=_("The merchant's own order number."))
+    customer_name = models.CharField(_("customer name"), max_length=200)
+    customer_email = models.EmailField(_("customer email"), max_length=254)
+    customer_phone = models.CharField(_("customer phone"), max_length=32, blank=True)
+    shipping_address = models.TextField(_("shipping address"), blank=True)
+    amount = models.DecimalField(_("amount"), **MONEY, validators=[MinValueValidator(Decimal("0.01"))])
+    currency = models.CharField(_("currency"), max_length=3, validators=[currency_validator])
+    captured_amount = models.DecimalField(_("captured amount"), **MONEY, default=Decimal("0"))
+
+    status = models.CharField(_("status"), max_length=20, choices=OrderStatus.choices, default=OrderStatus.SUBMITTED)
+    submitted_at = models.DateTimeField(_("submitted"), default=timezone.now)
+    status_changed_at = models.DateTimeField(_("status changed"), default=timezone.now)
+    updated_at = models.DateTimeField(_("updated"), auto_now=True)
+
+    # Unreturned is a flag with a cause, orthogonal to status.
+    stuck_since = models.DateTimeField(_("unreturned since"), null=True, blank=True)
+    stuck_cause = models.CharField(_("cause"), max_length=32, choices=Cause.choices, blank=True)
+    stuck_category = models.CharField(_("category"), max_length=16, choices=Category.choices, blank=True)
+    needs_review = models.BooleanField(_("needs review"), default=False)
+    resolved_at = models.DateTimeField(_("resolved"), null=True, blank=True)
+
+    receipt_number = models.CharField(_("receipt number"), max_length=32, blank=True)
+    dispatch_number = models.CharField(_("dispatch note number"), max_length=32, blank=True)
+
+    status_token = models.CharField(max_length=64, unique=True, default=new_status_token, editable=False)
+
+    class Meta:
+        verbose_name = _("order")
+        verbose_name_plural = _("orders")
+        ordering = ["-submitted_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["merchant", "reference"], name="order_unique_reference_per_merchant"),
+            models.CheckConstraint(condition=Q(status__in=OrderStatus.values), name="order_status_valid"),
+            models.CheckConstraint(condition=Q(amount__gt=0), name="order_amount_positive"),
+            models.CheckConstraint(
+                condition=Q(captured_amount__gte=0) & Q(captured_amount__lte=models.F("amount")),
+                name="order_captured_within_amount",
+            ),
+            models.CheckConstraint(
+                condition=~Q(status__in=sorted(ORDER_CAPTURED)) | Q(captured_amount__gt=0),
+                name="order_paid_has_capture",
+            ),
+            models.CheckConstraint(condition=_three_letters("currency"), name="order_currency_len3"),
+            models.CheckConstraint(condition=~Q(reference=""), name="order_reference_not_blank"),
+            # The flag always carries its cause and category, and an open flag is not resolved.
+            models.CheckConstraint(
+                condition=(Q(stuck_since__isnull=True, stuck_cause="", stuck_category="")
+                           | (Q(stuck_since__isnull=False, resolved_at__isnull=True)
+                              & ~Q(stuck_cause="") & ~Q(stuck_category=""))),
+                name="order_stuck_flag_consistent",
+            ),
+            models.CheckConstraint(
+                condition=Q(stuck_cause="") | Q(stuck_cause__in=Cause.values), name="order_stuck_cause_valid"
+            ),
+        ]
+        indexes = [
+            # Worklists of unreturned orders, overall, per merchant and per cause.
+            models.Index(fields=["stuck_since"], name="order_unreturned_idx", condition=Q(stuck_since__isnull=False)),
+            models.Index(
+                fields=["merchant", "stuck_since"], name="order_unret_merchant_idx", condition=Q(stuck_since__isnull=False)
+            ),
+            models.Index(
+                fields=["stuck_cause", "stuck_since"], name="order_unret_cause_idx", condition=Q(stuck_since__isnull=False)
+            ),
+            models.Index(fields=["id"], name="order_needs_review_idx", condition=Q(needs_review=True)),
+            # The sweep walks orders that still owe an outcome, oldest status change first.
+            models.Index(
+                fields=["status_changed_at"], name="order_open_idx", condition=Q(status__in=sorted(ORDER_OPEN))
+            ),
+            models.Index(fields=["merchant", "-submitted_at"], name="order_merchant_recent_idx"),
+            models.Index(fields=["-submitted_at", "-id"], name="order_recent_idx"),
+            models.Index(fields=["customer_email"], name="order_customer_email_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.merchant.code}/{self.reference}" if self.merchant_id else self.reference
+
+    @property
+    def is_unreturned(self) -> bool:
+        return self.stuck_since is not None
+
+
+class PaymentAttempt(models.Model):
+    order = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="attempts", verbose_name=_("order"))
+    provider = models.CharField(_("provider"), max_length=32)
+    provider_reference = models.CharField(_("provider reference"), max_length=128, blank=True)
+    idempotency_key = models.CharField(_("idempotency key"), max_length=64, unique=True)
+    amount = models.DecimalField(_("amount"), **MONEY)
+    currency = models.CharField(_("currency"), max_length=3, validators=[currency_validator])
+    status = models.CharField(
+        _("status"), max_length=16, choices=AttemptStatus.choices, default=AttemptStatus.INITIATED
+    )
+    failure_code = models.CharField(_("failure code"), max_length=64, blank=True)
+    action_required = models.CharField(
+        _("customer action required"), max_length=32, blank=True, help_text=_("For example 3ds or bank_app.")
+    )
+    created_at = models.DateTimeField(_("created"), default=timezone.now)
+    status_changed_at = models.DateTimeField(_("status changed"), default=timezone.now)
+    next_check_at = models.DateTimeField(_("next check"), null=True, blank=True)
+    check_count = models.PositiveIntegerField(_("checks"), default=0)
+    last_checked_at = models.DateTimeField(_("last checked"), null=True, blank=True)
+    last_error_code = models.CharField(_("last error"), max_length=32, blank=True)
+    last_error_message = models.TextField(_("last error message"), blank=True)
+    last_raw_response = models.JSONField(_("last raw response"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("payment attempt")
+        verbose_name_plural = _("payment attempts")
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.CheckConstraint(condition=Q(status__in=AttemptStatus.values), name="attempt_status_valid"),
+            models.CheckConstraint(condition=Q(amount__gt=0), name="attempt_amount_positive"),
+            models.CheckConstraint(condition=_three_letters("currency"), name="attempt_currency_len3"),
+            models.CheckConstraint(condition=~Q(provider=""), name="attempt_provider_not_blank"),
+            models.UniqueConstraint(
+                fields=["provider", "provider_reference"],
+                name="attempt_unique_provider_reference",
+                condition=~Q(provider_reference=""),
+            ),
+            # Only attempts still waiting for an answer are scheduled for a check.
+            models.CheckConstraint(
+                condition=Q(next_check_at__isnull=True) | Q(status__in=sorted(ATTEMPT_OPEN)),
+                name="attempt_check_only_when_open",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["next_check_at"], name="attempt_due_idx", condition=Q(next_check_at__isnull=False)),
+            models.Index(fields=["provider", "status", "created_at"], name="attempt_provider_status_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.provider}:{self.provider_reference or self.idempotency_key}"
+
+
+
+class CheckSource(models.TextChoices):
+    SCHEDULED = "scheduled", _("Scheduled")
+    MANUAL = "manual", _("Manual")
+    CALLBACK = "callback", _("Callback")
+    ON_READ = "on_read", _("On read")
+
+
+class CheckErrorKind(models.TextChoices):
+    NONE = "none", _("None")
+    TIMEOUT = "timeout", _("Timeout")
+    CONNECTION = "connection", _("Connection error")
+    HTTP_ERROR = "http_error", _("HTTP error")
+    MALFORMED = "malformed", _("Malformed response")
+    NOT_FOUND = "not_found", _("Not found")
+
+class PaymentCheck(models.Model):
+    Source = CheckSource
+    ErrorKind = CheckErrorKind
+    attempt = models.ForeignKey(PaymentAttempt, on_delete=models.PROTECT, related_name="checks")
+    source = models.CharField(_("source"), max_length=16, choices=CheckSource.choices)
+    reported_status = models.CharField(_("reported status"), max_length=16, choices=AttemptStatus.choices, blank=True)
+    reported_amount = models.DecimalField(_("reported amount"), **MONEY, null=True, blank=True)
+    reported_currency = models.CharField(_("reported currency"), max_length=3, blank=True)
+    failure_code = models.CharField(_("failure code"), max_length=64, blank=True)
+    action_required = models.CharField(_("customer action required"), max_length=32, blank=True)
+    error_kind = models.CharField(_("error"), max_length=16, choices=CheckErrorKind.choices, default=CheckErrorKind.NONE)
+    error_message = models.TextField(_("error message"), blank=True)
+    http_status = models.PositiveSmallIntegerField(_("HTTP status"), null=True, blank=True)
+    latency_ms = models.PositiveIntegerField(_("latency (ms)"), null=True, blank=True)
+    response_excerpt = models.TextField(_("response excerpt"), blank=True)
+    checked_at = models.DateTimeField(_("checked"), default=timezone.now)
+
+    class Meta:
+        verbose_name = _("payment check")
+        verbose_name_plural = _("payment checks")
+        ordering = ["-checked_at", "-id"]
+        constraints = [
+            models.CheckConstraint(condition=Q(source__in=CheckSource.values), name="check_source_valid"),
+            models.CheckConstraint(condition=Q(error_kind__in=CheckErrorKind.values), name="check_error_kind_valid"),
+            # A check either got an answer or recorded why it did not.
+            models.CheckConstraint(
+                condition=Q(error_kind="none", reported_status__in=AttemptStatus.values) | ~Q(error_kind="none"),
+                name="check_answer_or_error",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["attempt", "-checked_at"], name="check_attempt_recent_idx"),
+            models.Index(fields=["checked_at"], name="check_checked_at_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.attempt} @ {self.checked_at:%Y-%m-%d %H:%M:%S}"
+
+
+
+class CallbackOutcome(models.TextChoices):
+    RECEIVED = "received", _("Received")
+    APPLIED = "applied", _("Applied")
+    NO_CHANGE = "no_change", _("No change")
+    REJECTED = "rejected", _("Rejected (signature)")
+    RECHECK = "recheck", _("Re-check requested")
+    FAILED = "failed", _("Failed")
+
+class ProviderCallback(models.Model):
+    Outcome = CallbackOutcome
+    provider = models.CharField(_("provider"), max_length=32)
+    event_id = models.CharField(_("event id"), max_length=128)
+    received_at = models.DateTimeField(_("received"), default=timezone.now)
+    headers = models.JSONField(_("headers (masked)"), default=dict, blank=True)
+    body = models.TextField(_("raw body"), blank=True)
+    signature_valid = models.BooleanField(_("signature valid"), default=False)
+    attempt = models.ForeignKey(
+        PaymentAttempt, on_delete=models.PROTECT, null=True, blank=True, related_name="callbacks"
+    )
+    processed_at = models.DateTimeField(_("processed"), null=True, blank=True)
+    outcome = models.CharField(_("outcome"), max_length=16, choices=CallbackOutcome.choices, default=CallbackOutcome.RECEIVED)
+    error = models.TextField(_("error"), blank=True)
+
+    class Meta:
+        verbose_name = _("provider callback")
+        verbose_name_plural = _("provider callbacks")
+        ordering = ["-received_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["provider", "event_id"], name="callback_unique_event_per_provider"),
+            models.CheckConstraint(condition=Q(outcome__in=CallbackOutcome.values), name="callback_outcome_valid"),
+        ]
+        indexes = [
+            models.Index(fields=["received_at"], name="callback_received_idx"),
+            models.Index(fields=["id"], name="callback_unprocessed_idx", condition=Q(processed_at__isnull=True)),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.provider}:{self.event_id}"
+
+
+
+class EventKind(models.TextChoices):
+    CREATED = "created", _("Order created")
+    STATUS_CHANGED = "status_changed", _("Status changed")
+    ATTEMPT_CREATED = "attempt_created", _("Payment attempt created")
+    ATTEMPT_STATUS_CHANGED = "attempt_status_changed", _("Payment attempt status changed")
+    FLAGGED = "flagged", _("Flagged as unreturned")
+    DIAGNOSIS_CHANGED = "diagnosis_changed", _("Diagnosis changed")
+    UNFLAGGED = "unflagged", _("No longer unreturned")
+    REVIEW_REQUESTED = "review_requested", _("Needs review")
+    CONFIRMATION_FAILED = "confirmation_failed", _("Confirmation failed")
+    NOTE = "note", _("Staff note")
+
+
+class EventActorKind(models.TextChoices):
+    SYSTEM = "system", _("System")
+    STAFF = "staff", _("Staff")
+    MERCHANT = "merchant", _("Merchant")
+    CUSTOMER = "customer", _("Customer")
+    PROVIDER = "provider", _("Provider")
+
+class OrderEvent(models.Model):
+    Kind = EventKind
+    ActorKind = EventActorKind
+    order = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="events")
+    attempt = models.ForeignKey(PaymentAttempt, on_delete=models.PROTECT, null=True, blank=True, related_name="events")
+    kind = models.CharField(_("kind"), max_length=32, choices=EventKind.choices)
+    actor_kind = models.CharField(_("actor"), max_length=16, choices=EventActorKind.choices)
+    actor_user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    message = models.TextField(_("message"), blank=True)
+    data = models.JSONField(_("data"), default=dict, blank=True)
+    created_at = models.DateTimeField(_("time"), default=timezone.now)
+
+    class Meta:
+        verbose_name = _("order event")
+        verbose_name_plural = _("order events")
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.CheckConstraint(condition=Q(kind__in=EventKind.values), name="event_kind_valid"),
+            models.CheckConstraint(condition=Q(actor_kind__in=EventActorKind.values), name="event_actor_kind_valid"),
+        ]
+        indexes = [models.Index(fields=["order", "-created_at"], name="event_order_recent_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} ({self.created_at:%Y-%m-%d %H:%M})"
+
+    def save(self, *args, **kwargs) -> None:
+        # The timeline is evidence: an event is written once and never edited.
+        if self.pk is not None and not self._state.adding:
+            raise ValueError("Order events are append-only.")
+        super().save(*args, **kwargs)
