@@ -40,6 +40,11 @@ STAFF_GROUPS: dict[str, list[str]] = {
         "orders.view_paymentcheck",
         "orders.view_providercallback",
         "orders.view_orderevent",
+        "orders.change_providercallback",
+        "orders.view_recheckpolicy",
+        "orders.add_recheckpolicy",
+        "orders.change_recheckpolicy",
+        "orders.delete_recheckpolicy",
     ],
 }
 

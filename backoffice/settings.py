@@ -150,6 +150,24 @@ if Q_BROKER == "redis":
 else:
     Q_CLUSTER["orm"] = "default"
 
+# --- Payment providers ----------------------------------------------------------------
+# Standard Webhooks secrets ("whsec_<base64>"). The fixed value is for DEBUG only, so that
+# `make run` and `manage.py sandbox_provider` agree out of the box; production sets the env.
+SANDBOX_WEBHOOK_SECRET = os.environ.get(
+    "SANDBOX_WEBHOOK_SECRET",
+    "whsec_b3JkZXItcmVjb3ZlcnktZGVzay9kZXYtb25seS9zYW5kYm94LWtleQ==" if DEBUG else "",
+)
+PAYMENT_PROVIDERS: dict[str, dict] = {}
+if DEBUG or os.environ.get("SANDBOX_PROVIDER_URL"):
+    PAYMENT_PROVIDERS["sandbox"] = {
+        "adapter": "http",
+        "base_url": os.environ.get("SANDBOX_PROVIDER_URL", "http://127.0.0.1:8100"),
+        # Current secret first; during a rotation add the previous ones (comma-separated).
+        "webhook_secrets": [SANDBOX_WEBHOOK_SECRET, *env_list("SANDBOX_WEBHOOK_SECRETS_PREVIOUS")],
+        "connect_timeout": float(os.environ.get("SANDBOX_CONNECT_TIMEOUT", "2.0")),
+        "read_timeout": float(os.environ.get("SANDBOX_READ_TIMEOUT", "5.0")),
+    }
+
 # --- Auth, i18n, static ---------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -191,5 +209,5 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {"django.db.backends": {"level": "WARNING"}, "httpx": {"level": "WARNING"}},
 }

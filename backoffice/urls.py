@@ -4,6 +4,8 @@ from django.utils.translation import gettext_lazy as _
 from django.views.generic import RedirectView
 from django.views.i18n import set_language
 
+from orders.webhooks import provider_webhook
+
 admin.site.site_header = _("Order Recovery Desk")
 admin.site.site_title = _("Order Recovery Desk")
 admin.site.index_title = _("Back-office")
@@ -11,5 +13,6 @@ admin.site.index_title = _("Back-office")
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="admin:index", permanent=False)),
     path("i18n/setlang/", set_language, name="set_language"),
+    path("webhooks/<slug:provider>/", provider_webhook, name="provider-webhook"),
     path("admin/", admin.site.urls),
 ]

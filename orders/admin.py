@@ -6,7 +6,18 @@ from __future__ import annotations
 from django.contrib import admin
 from django.utils.translation import gettext_lazy as _
 
-from orders.models import Merchant, MerchantMembership, Order, OrderEvent, PaymentAttempt, PaymentCheck, ProviderCallback
+from django.contrib import messages
+
+from orders.models import (
+    Merchant,
+    MerchantMembership,
+    Order,
+    OrderEvent,
+    PaymentAttempt,
+    PaymentCheck,
+    ProviderCallback,
+    RecheckPolicy,
+)
 
 
 class ReadOnlyAdminMixin:
@@ -156,6 +167,37 @@ class ProviderCallbackAdmin(ReadOnlyAdminMixin, ExactSearchMixin, admin.ModelAdm
     list_filter = ["provider", "signature_valid", "outcome"]
     exact_search_fields = ("event_id",)
     show_full_result_count = False
+    actions = ["replay"]
+
+    @admin.action(description=_("Replay the selected verified callbacks"), permissions=["replay"])
+    def replay(self, request, queryset):
+        from orders.webhooks import process_callback
+
+        done = failed = skipped = 0
+        for callback in queryset.order_by("received_at", "pk"):
+            if not callback.signature_valid:
+                skipped += 1
+            elif process_callback(callback):
+                done += 1
+            else:
+                failed += 1
+        self.message_user(
+            request,
+            _("%(done)d replayed, %(failed)d failed, %(skipped)d skipped (unverified callbacks are never applied).")
+            % {"done": done, "failed": failed, "skipped": skipped},
+            messages.WARNING if failed else messages.SUCCESS,
+        )
+
+    def has_replay_permission(self, request) -> bool:
+        return request.user.has_perm("orders.change_providercallback")
+
+
+@admin.register(RecheckPolicy)
+class RecheckPolicyAdmin(admin.ModelAdmin):
+    list_display = ["provider", "merchant", "pending_delays", "unknown_delays", "max_in_flight", "jitter"]
+    list_filter = ["provider"]
+    list_select_related = ["merchant"]
+    autocomplete_fields = ["merchant"]
 
 
 @admin.register(OrderEvent)

@@ -20,7 +20,7 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from orders.causes import Category, Cause
-from orders.states import ATTEMPT_OPEN, ORDER_CAPTURED, ORDER_OPEN, AttemptStatus, OrderStatus
+from orders.states import ATTEMPT_OPEN, ORDER_CAPTURED, AttemptStatus, OrderStatus
 
 MONEY = {"max_digits": 14, "decimal_places": 2}
 currency_validator = RegexValidator(r"^[A-Z]{3}$", _("Use a three-letter ISO 4217 code such as CNY or USD."))
@@ -75,6 +75,72 @@ class Merchant(models.Model):
 
 
 
+def default_pending_delays() -> list[int]:
+    return [60, 300, 900, 3600, 21600, 86400]
+
+
+def default_unknown_delays() -> list[int]:
+    return [30, 60, 300, 900, 3600, 21600, 86400]
+
+
+class RecheckPolicy(models.Model):
+    """How often an open payment attempt is re-checked with its provider.
+
+    One row per provider (merchant empty) and optional rows per merchant that override it.
+    The n-th check of an attempt waits the n-th delay of the list for its status; when the
+    list is used up the order needs review.
+    """
+
+    provider = models.CharField(_("provider"), max_length=32)
+    merchant = models.ForeignKey(
+        Merchant, on_delete=models.CASCADE, null=True, blank=True, related_name="recheck_policies",
+        verbose_name=_("merchant"), help_text=_("Leave empty for the provider's default policy."),
+    )
+    pending_delays = models.JSONField(
+        _("delays while pending (seconds)"), default=default_pending_delays,
+        help_text=_("Seconds before each check while the provider says pending, e.g. [60, 300, 900, 3600]."),
+    )
+    unknown_delays = models.JSONField(
+        _("delays while unknown (seconds)"), default=default_unknown_delays,
+        help_text=_("Seconds before each check while the result is unknown (timeouts, no answer)."),
+    )
+    max_in_flight = models.PositiveSmallIntegerField(
+        _("calls in flight"), default=8, help_text=_("At most this many queries to the provider at once.")
+    )
+    jitter = models.FloatField(
+        _("jitter"), default=0.1, help_text=_("Each delay is spread by up to this fraction, so checks do not bunch up.")
+    )
+
+    class Meta:
+        verbose_name = _("re-check policy")
+        verbose_name_plural = _("re-check policies")
+        ordering = ["provider", "merchant__code"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["provider"], condition=Q(merchant__isnull=True), name="policy_unique_provider_default"
+            ),
+            models.UniqueConstraint(
+                fields=["provider", "merchant"], condition=Q(merchant__isnull=False), name="policy_unique_provider_merchant"
+            ),
+            models.CheckConstraint(condition=Q(max_in_flight__gte=1), name="policy_in_flight_positive"),
+            models.CheckConstraint(condition=Q(jitter__gte=0) & Q(jitter__lte=1), name="policy_jitter_fraction"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.provider} / {self.merchant.code}" if self.merchant_id else f"{self.provider} ({_('default')})"
+
+    def clean(self) -> None:
+        from django.core.exceptions import ValidationError
+
+        errors = {}
+        for name in ("pending_delays", "unknown_delays"):
+            value = getattr(self, name)
+            if not (isinstance(value, list) and value and all(isinstance(v, int) and v > 0 for v in value)):
+                errors[name] = _("Give a non-empty list of whole seconds greater than zero, e.g. [60, 300, 900].")
+        if errors:
+            raise ValidationError(errors)
+
+
 class MembershipRole(models.TextChoices):
     VIEWER = "viewer", _("Viewer")
     OPERATOR = "operator", _("Operator")
@@ -127,6 +193,12 @@ class Order(models.Model):
 
     status_token = models.CharField(max_length=64, unique=True, default=new_status_token, editable=False)
 
+    # When the unreturned sweep should next look at this order; null when nothing can change
+    # without new evidence. Keeps a sweep with nothing due down to one indexed query.
+    sweep_due_at = models.DateTimeField(_("next diagnosis"), null=True, blank=True, editable=False)
+    confirmation_failures = models.PositiveSmallIntegerField(_("failed confirmations"), default=0)
+    confirm_retry_at = models.DateTimeField(_("next confirmation retry"), null=True, blank=True)
+
     class Meta:
         verbose_name = _("order")
         verbose_name_plural = _("orders")
@@ -166,13 +238,13 @@ class Order(models.Model):
                 fields=["stuck_cause", "stuck_since"], name="order_unret_cause_idx", condition=Q(stuck_since__isnull=False)
             ),
             models.Index(fields=["id"], name="order_needs_review_idx", condition=Q(needs_review=True)),
-            # The sweep walks orders that still owe an outcome, oldest status change first.
-            models.Index(
-                fields=["status_changed_at"], name="order_open_idx", condition=Q(status__in=sorted(ORDER_OPEN))
-            ),
             models.Index(fields=["merchant", "-submitted_at"], name="order_merchant_recent_idx"),
             models.Index(fields=["-submitted_at", "-id"], name="order_recent_idx"),
             models.Index(fields=["customer_email"], name="order_customer_email_idx"),
+            models.Index(fields=["sweep_due_at"], name="order_sweep_due_idx", condition=Q(sweep_due_at__isnull=False)),
+            models.Index(
+                fields=["confirm_retry_at"], name="order_confirm_retry_idx", condition=Q(confirm_retry_at__isnull=False)
+            ),
         ]
 
     def __str__(self) -> str:
@@ -229,6 +301,8 @@ class PaymentAttempt(models.Model):
         indexes = [
             models.Index(fields=["next_check_at"], name="attempt_due_idx", condition=Q(next_check_at__isnull=False)),
             models.Index(fields=["provider", "status", "created_at"], name="attempt_provider_status_idx"),
+            # The outage detector looks at attempts created in the last minutes.
+            models.Index(fields=["created_at"], name="attempt_created_idx"),
         ]
 
     def __str__(self) -> str:
@@ -342,6 +416,8 @@ class EventKind(models.TextChoices):
     UNFLAGGED = "unflagged", _("No longer unreturned")
     REVIEW_REQUESTED = "review_requested", _("Needs review")
     CONFIRMATION_FAILED = "confirmation_failed", _("Confirmation failed")
+    RESULT_APPLIED = "result_applied", _("Provider result applied")
+    ACCESS_REPORTED = "access_reported", _("Reported missing by a user")
     NOTE = "note", _("Staff note")
 
 
@@ -383,4 +459,6 @@ class OrderEvent(models.Model):
         # The timeline is evidence: an event is written once and never edited.
         if self.pk is not None and not self._state.adding:
             raise ValueError("Order events are append-only.")
+        # A new instance carrying an existing pk would otherwise become an UPDATE of that event.
+        kwargs["force_insert"] = True
         super().save(*args, **kwargs)

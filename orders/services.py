@@ -8,21 +8,34 @@ Admin actions, API views, merchant pages, tasks and commands all call these func
 
 from __future__ import annotations
 
+import json
+import re
 import uuid
+from datetime import timedelta
+from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from django.conf import settings
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
+from django.utils.module_loading import import_string
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from orders.actors import Actor
+from orders.causes import Cause, category_of
 from orders.currencies import MINOR_UNITS, is_currency
 from orders.exceptions import DomainError, IllegalTransition, ValidationFailed
-from orders.models import Merchant, Order, OrderEvent, PaymentAttempt
+from orders.models import Merchant, Order, OrderEvent, PaymentAttempt, PaymentCheck
+from orders.policy import PolicyBook, next_check_at
+from orders.providers.base import ProviderError, ProviderResult
 from orders.signals import order_state_changed
 from orders.states import (
     ATTEMPT_FINAL,
+    ATTEMPT_OPEN,
+    ORDER_CAPTURED,
     ORDER_TERMINAL,
     ORDER_TRANSITIONS,
     AttemptStatus,
@@ -30,6 +43,9 @@ from orders.states import (
     attempt_move_allowed,
     order_move_allowed,
 )
+
+if TYPE_CHECKING:
+    from orders.diagnosis import Diagnosis
 
 Kind = OrderEvent.Kind
 
@@ -85,6 +101,17 @@ def _notify_after_commit(*, order: Order, old_status: str, was_unreturned: bool,
     transaction.on_commit(lambda: order_state_changed.send(sender=Order, **payload))
 
 
+def _jsonable(raw: Any) -> Any:
+    try:
+        return json.loads(json.dumps(raw, default=str))
+    except (TypeError, ValueError):
+        return {"unserializable": str(raw)[:500]}
+
+
+def _excerpt(raw: Any, limit: int = 500) -> str:
+    return json.dumps(_jsonable(raw), ensure_ascii=False, sort_keys=True)[:limit]
+
+
 def _check_money(amount: Decimal, currency: str) -> None:
     if not is_currency(currency):
         raise ValidationFailed(_("“%(currency)s” is not an ISO 4217 currency code.") % {"currency": currency})
@@ -95,6 +122,16 @@ def _check_money(amount: Decimal, currency: str) -> None:
         raise ValidationFailed(
             _("%(currency)s amounts have at most %(places)d decimal places.") % {"currency": currency, "places": places}
         )
+    # The columns hold fewer places and digits than some currencies allow (BHD, KWD have 3):
+    # refuse what cannot be stored exactly instead of letting the database round or overflow.
+    field = Order._meta.get_field("amount")
+    if amount != amount.quantize(Decimal(1).scaleb(-field.decimal_places)):
+        raise ValidationFailed(
+            _("Amounts with more than %(places)d decimal places are not supported yet.")
+            % {"places": field.decimal_places}
+        )
+    if amount >= Decimal(10) ** (field.max_digits - field.decimal_places):
+        raise ValidationFailed(_("The amount is too large."))
 
 
 # --- orders -------------------------------------------------------------------------------
@@ -134,6 +171,7 @@ def create_order(
                 shipping_address=shipping_address,
                 submitted_at=now,
                 status_changed_at=now,
+                sweep_due_at=now + merchant.stuck_after,
             )
             _record_event(
                 order=order,
@@ -152,6 +190,16 @@ def create_order(
             existing_id=existing,
         ) from None
     return order
+
+
+def _sweep_due(order: Order, status: str, now):
+    """When the sweep should look at an order next after it moves to `status`."""
+    if status in ORDER_TERMINAL:
+        # Terminal orders are only revisited when money is wrong, which a result flags directly.
+        return None
+    if order.stuck_since is not None:
+        return now  # new evidence for a flagged order: re-diagnose at once
+    return now + order.merchant.stuck_after
 
 
 def _move_order(
@@ -178,7 +226,7 @@ def _move_order(
         )
     now = timezone.now()
     was_unreturned = locked.stuck_since is not None
-    fields = {"status": to, "status_changed_at": now, **(changes or {})}
+    fields = {"status": to, "status_changed_at": now, "sweep_due_at": _sweep_due(locked, to, now), **(changes or {})}
     if to in ORDER_TERMINAL and was_unreturned:
         # Reaching a final outcome resolves the unreturned flag.
         fields.update(stuck_since=None, stuck_cause="", stuck_category="", needs_review=False, resolved_at=now)
@@ -342,42 +390,601 @@ def transition_attempt(
         order_id = PaymentAttempt.objects.values_list("order_id", flat=True).get(pk=attempt_id)
         locked_order = _lock_order(order_id)
         locked = PaymentAttempt.objects.select_for_update().get(pk=attempt_id)
-        current = locked.status
-        if not attempt_move_allowed(current, to):
-            raise IllegalTransition(
-                _("Payment attempt %(attempt)s is %(current)s and cannot become %(target)s.")
-                % {
-                    "attempt": locked,
-                    "current": AttemptStatus(current).label,
-                    "target": AttemptStatus(to).label if to in AttemptStatus.values else to,
-                }
-            )
-        fields: dict[str, Any] = {"status": to, "status_changed_at": timezone.now()}
-        if failure_code is not None:
-            fields["failure_code"] = failure_code
-        if action_required is not None:
-            fields["action_required"] = action_required
-        if provider_reference:
-            fields["provider_reference"] = provider_reference
-        if to in ATTEMPT_FINAL:
-            fields["next_check_at"] = None
-        changed = [name for name, value in fields.items() if getattr(locked, name) != value]
-        for name in changed:
-            setattr(locked, name, fields[name])
-        try:
-            with transaction.atomic():
-                locked.save(update_fields=changed)
-        except IntegrityError:
-            raise ValidationFailed(
-                _("Provider reference %(reference)s is already used by another attempt.")
-                % {"reference": provider_reference}
-            ) from None
-        _record_event(
-            order=locked_order,
-            attempt=locked,
-            kind=Kind.ATTEMPT_STATUS_CHANGED,
+        return _move_attempt(
+            locked_order,
+            locked,
+            to=to,
             actor=actor,
-            message=reason,
-            data={"attempt_id": locked.pk, "from": current, "to": to, **(data or {})},
+            reason=reason,
+            failure_code=failure_code,
+            action_required=action_required,
+            provider_reference=provider_reference,
+            data=data,
         )
+
+
+def _move_attempt(
+    locked_order: Order,
+    locked: PaymentAttempt,
+    *,
+    to: str,
+    actor: Actor,
+    reason: str = "",
+    failure_code: str | None = None,
+    action_required: str | None = None,
+    provider_reference: str | None = None,
+    data: dict[str, Any] | None = None,
+) -> PaymentAttempt:
+    """Apply one checked status move to an attempt whose order and row the caller has locked."""
+    current = locked.status
+    if not attempt_move_allowed(current, to):
+        raise IllegalTransition(
+            _("Payment attempt %(attempt)s is %(current)s and cannot become %(target)s.")
+            % {
+                "attempt": locked,
+                "current": AttemptStatus(current).label,
+                "target": AttemptStatus(to).label if to in AttemptStatus.values else to,
+            }
+        )
+    fields: dict[str, Any] = {"status": to, "status_changed_at": timezone.now()}
+    if failure_code is not None:
+        fields["failure_code"] = failure_code
+    if action_required is not None:
+        fields["action_required"] = action_required
+    if provider_reference:
+        fields["provider_reference"] = provider_reference
+    if to in ATTEMPT_FINAL:
+        fields["next_check_at"] = None
+    changed = [name for name, value in fields.items() if getattr(locked, name) != value]
+    for name in changed:
+        setattr(locked, name, fields[name])
+    try:
+        with transaction.atomic():
+            locked.save(update_fields=changed)
+    except IntegrityError:
+        raise ValidationFailed(
+            _("Provider reference %(reference)s is already used by another attempt.")
+            % {"reference": provider_reference}
+        ) from None
+    _record_event(
+        order=locked_order,
+        attempt=locked,
+        kind=Kind.ATTEMPT_STATUS_CHANGED,
+        actor=actor,
+        message=reason,
+        data={"attempt_id": locked.pk, "from": current, "to": to, **(data or {})},
+    )
     return locked
+
+
+# --- provider results: one path for callbacks, scheduled checks and "check now" -----------------
+
+
+@dataclass(frozen=True)
+class ApplyOutcome:
+    """What applying one provider result did."""
+
+    changed: bool
+    attempt_status: str
+    order_status: str
+    review_cause: str = ""  # set when the result was held back for a person
+    reconciled: bool = False  # a final result that never arrived by callback
+
+
+def record_check(
+    *,
+    attempt: PaymentAttempt | int,
+    source: str,
+    result: ProviderResult | None = None,
+    error: ProviderError | None = None,
+    policies: PolicyBook | None = None,
+    now=None,
+) -> PaymentCheck:
+    """Journal one provider answer (or why there was none) and schedule the next check.
+
+    Runs in its own transaction, before the result is applied, so that a check is never
+    lost even if applying it fails.
+    """
+    if (result is None) == (error is None):
+        raise ValueError("record_check takes exactly one of result or error")
+    now = now or timezone.now()
+    attempt_id = attempt if isinstance(attempt, int) else attempt.pk
+    with transaction.atomic():
+        locked = PaymentAttempt.objects.select_for_update().select_related("order__merchant").get(pk=attempt_id)
+        if result is not None:
+            check = PaymentCheck.objects.create(
+                attempt=locked,
+                source=source,
+                reported_status=result.status,
+                reported_amount=result.amount,
+                reported_currency=result.currency,
+                failure_code=result.failure_code,
+                action_required=result.action_required,
+                http_status=result.http_status,
+                latency_ms=result.latency_ms,
+                response_excerpt=_excerpt(result.raw),
+                checked_at=now,
+            )
+            locked.last_error_code, locked.last_error_message = "", ""
+            locked.last_raw_response = _jsonable(result.raw)
+            status_for_schedule = result.status
+        else:
+            check = PaymentCheck.objects.create(
+                attempt=locked,
+                source=source,
+                error_kind=error.kind,
+                error_message=error.message[:2000],
+                http_status=error.http_status,
+                latency_ms=error.latency_ms,
+                response_excerpt=error.excerpt[:500],
+                checked_at=now,
+            )
+            locked.last_error_code, locked.last_error_message = error.kind, error.message[:2000]
+            status_for_schedule = locked.status
+        locked.check_count += 1
+        locked.last_checked_at = now
+        fields = ["check_count", "last_checked_at", "last_error_code", "last_error_message", "last_raw_response"]
+        if locked.status in ATTEMPT_OPEN and status_for_schedule in ATTEMPT_OPEN:
+            policy = (policies or PolicyBook()).for_attempt(locked.provider, locked.order.merchant_id)
+            locked.next_check_at = next_check_at(
+                policy, status=status_for_schedule, checks_done=locked.check_count, now=now
+            )
+            fields.append("next_check_at")
+            if locked.next_check_at is None:
+                _request_review_locked(
+                    locked.order_id,
+                    attempt=locked,
+                    message=_("The re-check schedule of attempt %(attempt)s is used up; a person must decide.")
+                    % {"attempt": locked},
+                    data={"check_count": locked.check_count},
+                )
+        locked.save(update_fields=fields)
+        # New evidence: a flagged order is re-diagnosed by the next sweep.
+        Order.objects.filter(pk=locked.order_id, stuck_since__isnull=False).update(sweep_due_at=now)
+    return check
+
+
+def _request_review_locked(order_id: int, *, attempt: PaymentAttempt | None, message: str, data: dict) -> None:
+    """Mark an order as needing a person, once, inside the caller's transaction."""
+    order = _lock_order(order_id)
+    if order.needs_review:
+        return
+    order.needs_review = True
+    order.sweep_due_at = timezone.now()
+    order.save(update_fields=["needs_review", "sweep_due_at", "updated_at"])
+    _record_event(
+        order=order, attempt=attempt, kind=Kind.REVIEW_REQUESTED, actor=Actor.system(), message=message, data=data
+    )
+
+
+def apply_provider_result(
+    *,
+    attempt: PaymentAttempt | int,
+    result: ProviderResult,
+    source: str,
+    actor: Actor,
+    has_callback: bool | None = None,
+) -> ApplyOutcome:
+    """Apply what a provider says about an attempt. Idempotent: the same result twice
+    changes nothing the second time.
+
+    A success moves the order to paid (and confirmation follows after commit) only when the
+    amount and currency match and no other attempt took money; otherwise the order goes to
+    review and nothing is applied automatically.
+    """
+    attempt_id = attempt if isinstance(attempt, int) else attempt.pk
+    with transaction.atomic():
+        order_id = PaymentAttempt.objects.values_list("order_id", flat=True).get(pk=attempt_id)
+        order = _lock_order(order_id)
+        locked = PaymentAttempt.objects.select_for_update().get(pk=attempt_id)
+        target = result.status
+        data = {"source": source, "provider_reference": result.provider_reference}
+
+        if target == AttemptStatus.SUCCEEDED and not _money_matches(locked, result):
+            return _hold_for_review(
+                order,
+                locked,
+                cause=Cause.AMOUNT_MISMATCH,
+                message=_("The provider reports %(amount)s %(currency)s for attempt %(attempt)s; the order is "
+                          "%(order_amount)s %(order_currency)s. Nothing was applied.")
+                % {
+                    "amount": result.amount,
+                    "currency": result.currency or locked.currency,
+                    "attempt": locked,
+                    "order_amount": order.amount,
+                    "order_currency": order.currency,
+                },
+                data={**data, "reported_amount": str(result.amount), "reported_currency": result.currency},
+                move_attempt_to=AttemptStatus.SUCCEEDED,
+                actor=actor,
+            )
+
+        changed = False
+        if target != locked.status:
+            if not attempt_move_allowed(locked.status, target):
+                if locked.status in ATTEMPT_FINAL and target in ATTEMPT_FINAL:
+                    # The provider contradicts a final result we hold: never overwrite it.
+                    return _hold_for_review(
+                        order,
+                        locked,
+                        cause="",
+                        message=_("The provider now reports %(new)s for attempt %(attempt)s, which we hold as "
+                                  "%(old)s. Nothing was changed.")
+                        % {"new": target, "attempt": locked, "old": AttemptStatus(locked.status).label},
+                        data=data,
+                        actor=actor,
+                    )
+                return ApplyOutcome(False, locked.status, order.status)
+            _move_attempt(
+                order,
+                locked,
+                to=target,
+                actor=actor,
+                reason=_("Provider reported %(status)s (%(source)s).")
+                % {"status": AttemptStatus(target).label, "source": source},
+                failure_code=result.failure_code,
+                action_required=result.action_required,
+                provider_reference=result.provider_reference or None,
+                data=data,
+            )
+            changed = True
+        elif (result.action_required or "") != locked.action_required and target in ATTEMPT_OPEN:
+            locked.action_required = result.action_required or ""
+            locked.save(update_fields=["action_required"])
+            changed = True
+
+        reconciled = False
+        if changed and target in ATTEMPT_FINAL and source != PaymentCheck.Source.CALLBACK:
+            callback_seen = has_callback if has_callback is not None else locked.callbacks.filter(
+                signature_valid=True).exists()
+            if not callback_seen:
+                reconciled = True
+                _record_event(
+                    order=order,
+                    attempt=locked,
+                    kind=Kind.RESULT_APPLIED,
+                    actor=Actor.system(),
+                    message=_("The provider's %(status)s result for %(attempt)s never arrived by callback; it was "
+                              "taken from a %(source)s check instead.")
+                    % {"status": target, "attempt": locked, "source": source},
+                    data={**data, "reconciled": True, "cause": Cause.CALLBACK_LOST},
+                )
+
+        review_cause = ""
+        if locked.status == AttemptStatus.SUCCEEDED:
+            review_cause = _apply_success_to_order(order, locked, actor=actor, data=data)
+        elif locked.status in (AttemptStatus.FAILED, AttemptStatus.EXPIRED, AttemptStatus.CANCELLED):
+            _apply_failure_to_order(order, locked, actor=actor, data=data)
+        if order.stuck_since is not None and order.sweep_due_at != timezone.now():
+            Order.objects.filter(pk=order.pk).update(sweep_due_at=timezone.now())
+        order_status = order.status
+    return ApplyOutcome(changed or bool(review_cause), locked.status, order_status, review_cause, reconciled)
+
+
+def _money_matches(attempt: PaymentAttempt, result: ProviderResult) -> bool:
+    if result.amount is not None and result.amount != attempt.amount:
+        return False
+    return not (result.currency and result.currency != attempt.currency)
+
+
+def _hold_for_review(
+    order: Order,
+    attempt: PaymentAttempt,
+    *,
+    cause: str,
+    message: str,
+    data: dict,
+    actor: Actor,
+    move_attempt_to: str | None = None,
+) -> ApplyOutcome:
+    changed = False
+    if move_attempt_to and attempt.status != move_attempt_to and attempt_move_allowed(attempt.status, move_attempt_to):
+        # The provider did take money: record that on the attempt, but not on the order.
+        _move_attempt(order, attempt, to=move_attempt_to, actor=actor, reason=message, data=data)
+        changed = True
+    already = order.needs_review and (not cause or order.stuck_cause == cause)
+    if not already:
+        _flag_locked(order, cause=cause or order.stuck_cause or Cause.AMOUNT_MISMATCH, needs_review=True,
+                     actor=Actor.system(), message=message, data=data, kind=Kind.REVIEW_REQUESTED)
+        changed = True
+    return ApplyOutcome(changed, attempt.status, order.status, cause or order.stuck_cause)
+
+
+def _apply_success_to_order(order: Order, attempt: PaymentAttempt, *, actor: Actor, data: dict) -> str:
+    """Move the order on after a success; returns the review cause when it cannot."""
+    if order.attempts.filter(status=AttemptStatus.SUCCEEDED).exclude(pk=attempt.pk).exists():
+        if not (order.needs_review and order.stuck_cause == Cause.DUPLICATE_PAYMENT):
+            _flag_locked(
+                order, cause=Cause.DUPLICATE_PAYMENT, needs_review=True, actor=Actor.system(),
+                message=_("Attempt %(attempt)s succeeded but another payment already did; refund one of them.")
+                % {"attempt": attempt},
+                data=data, kind=Kind.REVIEW_REQUESTED,
+            )
+        return Cause.DUPLICATE_PAYMENT
+    if order.status in ORDER_CAPTURED:
+        return ""  # this attempt is the one that paid the order: nothing more to do
+    if order.status == OrderStatus.PAYMENT_FAILED:
+        # A late success revives an order the customer had not given up on.
+        _move_order(order, to=OrderStatus.PAYMENT_PENDING, actor=actor,
+                    reason=_("A payment succeeded after the order was marked failed."), data=data)
+    if order.status == OrderStatus.PAYMENT_PENDING:
+        _move_order(order, to=OrderStatus.PAID, actor=actor, reason=_("Payment succeeded at the provider."),
+                    data={**data, "attempt_id": attempt.pk}, changes={"captured_amount": attempt.amount})
+        order_id = order.pk
+        transaction.on_commit(lambda: _enqueue_confirmation(order_id))
+        return ""
+    # Cancelled or expired, yet money moved: a person refunds or delivers.
+    _request_review_locked(
+        order.pk, attempt=attempt,
+        message=_("Attempt %(attempt)s succeeded but the order is %(status)s; refund the customer or deliver.")
+        % {"attempt": attempt, "status": OrderStatus(order.status).label},
+        data=data,
+    )
+    return "late_payment"
+
+
+def _apply_failure_to_order(order: Order, attempt: PaymentAttempt, *, actor: Actor, data: dict) -> None:
+    if order.status != OrderStatus.PAYMENT_PENDING:
+        return
+    if order.attempts.filter(status__in=[*ATTEMPT_OPEN, AttemptStatus.SUCCEEDED]).exists():
+        return  # another attempt may still pay the order
+    _move_order(order, to=OrderStatus.PAYMENT_FAILED, actor=actor,
+                reason=_("Payment %(status)s at the provider (%(code)s).")
+                % {"status": attempt.status, "code": attempt.failure_code or "-"},
+                data={**data, "attempt_id": attempt.pk, "failure_code": attempt.failure_code})
+
+
+def _enqueue_confirmation(order_id: int) -> None:
+    from django_q.tasks import async_task
+
+    async_task("orders.tasks.confirm_order_task", order_id, task_name=f"confirm-order-{order_id}")
+
+
+# --- the unreturned flag ----------------------------------------------------------------------
+
+
+def _flag_locked(
+    order: Order,
+    *,
+    cause: str,
+    needs_review: bool,
+    actor: Actor,
+    message: str,
+    data: dict | None = None,
+    kind: str | None = None,
+) -> None:
+    """Raise or update the unreturned flag of a locked order, with one event."""
+    now = timezone.now()
+    was_unreturned = order.stuck_since is not None
+    old_cause = order.stuck_cause
+    order.stuck_since = order.stuck_since or now
+    order.stuck_cause = cause
+    order.stuck_category = category_of(cause)
+    order.needs_review = order.needs_review or needs_review
+    order.resolved_at = None
+    order.sweep_due_at = now
+    order.save(update_fields=["stuck_since", "stuck_cause", "stuck_category", "needs_review", "resolved_at",
+                              "sweep_due_at", "updated_at"])
+    event_kind = kind or (Kind.DIAGNOSIS_CHANGED if was_unreturned else Kind.FLAGGED)
+    _record_event(order=order, kind=event_kind, actor=actor, message=message,
+                  data={"cause": cause, "previous_cause": old_cause, **(data or {})})
+    if not was_unreturned or old_cause != cause:
+        _notify_after_commit(order=order, old_status=order.status, was_unreturned=was_unreturned, actor=actor)
+
+
+# --- confirmation -------------------------------------------------------------------------------
+
+# Seconds before each automatic retry of a confirmation that failed for a system reason.
+CONFIRM_RETRY_DELAYS: tuple[int, ...] = (60, 300, 900, 3600)
+_PHONE = re.compile(r"^\+?[0-9][0-9 ().xX\-]{5,24}$")
+
+
+class ConfirmationFailed(DomainError):
+    code = "confirmation_failed"
+
+
+def customer_data_problems(order: Order) -> dict[str, str]:
+    """What in the customer's data blocks confirmation, by field."""
+    problems: dict[str, str] = {}
+    if not order.shipping_address.strip():
+        problems["shipping_address"] = _("The shipping address is empty.")
+    if order.customer_phone and not _PHONE.match(order.customer_phone.strip()):
+        problems["customer_phone"] = _("“%(phone)s” is not a phone number.") % {"phone": order.customer_phone}
+    try:
+        validate_email(order.customer_email)
+    except DjangoValidationError:
+        problems["customer_email"] = _("“%(email)s” is not an email address.") % {"email": order.customer_email}
+    return problems
+
+
+def _confirmation_hook():
+    path = getattr(settings, "ORDER_CONFIRMATION_HOOK", "")
+    return import_string(path) if path else None
+
+
+def confirm_order(*, order: Order | int, actor: Actor) -> Order:
+    """Issue the receipt and dispatch-note numbers of a paid order and confirm it.
+
+    Idempotent for a confirmed order. A failure is recorded (and committed) before
+    `ConfirmationFailed` is raised: customer-data problems wait for a person; other errors
+    are retried automatically with backoff.
+    """
+    order_id = order if isinstance(order, int) else order.pk
+    failure: ConfirmationFailed | None = None
+    with transaction.atomic():
+        locked = _lock_order(order_id)
+        if locked.status == OrderStatus.CONFIRMED:
+            return locked
+        if locked.status != OrderStatus.PAID:
+            _move_order(locked, to=OrderStatus.CONFIRMED, actor=actor, reason="")  # raises IllegalTransition
+        problems = customer_data_problems(locked)
+        error = ""
+        if not problems:
+            hook = _confirmation_hook()
+            try:
+                with transaction.atomic():
+                    if hook is not None:
+                        hook(locked)
+            except Exception as exc:  # noqa: BLE001 - any fault of the fulfilment step is recorded and retried
+                error = f"{type(exc).__name__}: {exc}"[:1000]
+        if problems or error:
+            failure = _record_confirmation_failure(locked, actor=actor, problems=problems, error=error)
+        else:
+            code = locked.merchant.code.upper()[:12]
+            _move_order(
+                locked,
+                to=OrderStatus.CONFIRMED,
+                actor=actor,
+                reason=_("Order confirmed; receipt and dispatch note issued."),
+                changes={
+                    "receipt_number": f"RC-{code}-{locked.pk:08d}",
+                    "dispatch_number": f"DN-{code}-{locked.pk:08d}",
+                    "confirm_retry_at": None,
+                },
+            )
+    if failure is not None:
+        raise failure
+    return locked
+
+
+def _record_confirmation_failure(locked: Order, *, actor: Actor, problems: dict[str, str], error: str) -> ConfirmationFailed:
+    now = timezone.now()
+    locked.confirmation_failures += 1
+    if problems:
+        locked.confirm_retry_at = None  # retrying cannot fix the data; a person must
+        message = _("Confirmation is blocked by the customer's data: %(problems)s") % {
+            "problems": "; ".join(problems.values())
+        }
+        data: dict[str, Any] = {"error": message, "validation": problems}
+    else:
+        step = locked.confirmation_failures - 1
+        delay = CONFIRM_RETRY_DELAYS[step] if step < len(CONFIRM_RETRY_DELAYS) else None
+        locked.confirm_retry_at = now + timedelta(seconds=delay) if delay else None
+        message = _("Confirmation failed: %(error)s") % {"error": error}
+        data = {"error": error, "retry_at": locked.confirm_retry_at.isoformat() if locked.confirm_retry_at else None}
+    locked.sweep_due_at = now if locked.stuck_since else locked.sweep_due_at
+    locked.save(update_fields=["confirmation_failures", "confirm_retry_at", "sweep_due_at", "updated_at"])
+    _record_event(order=locked, kind=Kind.CONFIRMATION_FAILED, actor=actor, message=message,
+                  data={**data, "failures": locked.confirmation_failures})
+    return ConfirmationFailed(message)
+
+
+# --- the sweep's writes -----------------------------------------------------------------------
+
+# A flagged order is looked at again this often even without new evidence, so an outage
+# that ends or a threshold that passes is noticed.
+FLAGGED_REVISIT = timedelta(minutes=10)
+
+
+@dataclass
+class DiagnosisCounts:
+    flagged: int = 0
+    changed: int = 0
+    unflagged: int = 0
+    unchanged: int = 0
+
+
+def apply_diagnoses(
+    *, orders: list[Order], diagnoses: dict[int, "Diagnosis | None"], now, counts: DiagnosisCounts
+) -> None:
+    """Store the sweep's verdicts for a batch of orders the caller has locked.
+
+    Writes in bulk (one UPDATE and one INSERT per batch) and appends an event only where
+    the verdict changed, so re-diagnosing an unchanged backlog costs almost nothing.
+    """
+    changed: list[Order] = []
+    events: list[OrderEvent] = []
+    notices: list[dict[str, Any]] = []
+    system = Actor.system()
+    for order in orders:
+        diagnosis = diagnoses.get(order.pk)
+        was_unreturned = order.stuck_since is not None
+        old_cause = order.stuck_cause
+        if diagnosis is None:
+            order.sweep_due_at = _next_look(order, now)
+            if was_unreturned:
+                order.stuck_since, order.stuck_cause, order.stuck_category = None, "", ""
+                order.needs_review, order.resolved_at = False, now
+                counts.unflagged += 1
+                events.append(_event(order, Kind.UNFLAGGED, system, _("No longer unreturned."), {"cause": old_cause}))
+            else:
+                counts.unchanged += 1
+        else:
+            order.sweep_due_at = now + FLAGGED_REVISIT
+            review = order.needs_review or diagnosis.needs_review
+            if not was_unreturned:
+                order.stuck_since, order.resolved_at = now, None
+                counts.flagged += 1
+                kind = Kind.FLAGGED
+            elif old_cause != diagnosis.cause:
+                counts.changed += 1
+                kind = Kind.DIAGNOSIS_CHANGED
+            elif review and not order.needs_review:
+                kind = Kind.REVIEW_REQUESTED
+            else:
+                kind = None
+                counts.unchanged += 1
+            order.stuck_cause, order.stuck_category, order.needs_review = diagnosis.cause, diagnosis.category, review
+            if kind:
+                events.append(_event(order, kind, system, diagnosis.summary, {
+                    "cause": diagnosis.cause, "category": diagnosis.category, "previous_cause": old_cause,
+                    "recommended_action": diagnosis.recommended_action, "evidence": _jsonable(diagnosis.evidence),
+                }))
+        changed.append(order)
+        if was_unreturned != (order.stuck_since is not None) or old_cause != order.stuck_cause:
+            notices.append({
+                "order_id": order.pk, "old_status": order.status, "new_status": order.status,
+                "was_unreturned": was_unreturned, "is_unreturned": order.stuck_since is not None,
+                "cause": order.stuck_cause, "actor_kind": system.kind,
+            })
+    fields = ["stuck_since", "stuck_cause", "stuck_category", "needs_review", "resolved_at", "sweep_due_at"]
+    Order.objects.bulk_update(changed, fields, batch_size=500)
+    OrderEvent.objects.bulk_create(events, batch_size=500)
+    if notices:
+        transaction.on_commit(lambda: [order_state_changed.send(sender=Order, **n) for n in notices])
+
+
+def _event(order: Order, kind: str, actor: Actor, message: str, data: dict[str, Any]) -> OrderEvent:
+    return OrderEvent(order=order, kind=kind, actor_kind=actor.kind, message=message, data=data)
+
+
+def _next_look(order: Order, now):
+    """When an order that is not unreturned could become so without new evidence."""
+    if order.status in ORDER_TERMINAL:
+        return None
+    return max(order.status_changed_at + order.merchant.stuck_after, now + timedelta(seconds=1))
+
+
+def adopt_provider_payment(
+    *, order: Order | int, provider: str, result: ProviderResult, actor: Actor
+) -> PaymentAttempt:
+    """Record a payment the provider knows and we did not start (a customer who paid twice).
+
+    Unlike `create_payment_attempt` this never moves the order: the payment is evidence to
+    apply, whatever state the order is in.
+    """
+    order_id = order if isinstance(order, int) else order.pk
+    with transaction.atomic():
+        locked = _lock_order(order_id)
+        existing = PaymentAttempt.objects.filter(provider=provider, provider_reference=result.provider_reference).first()
+        if existing is not None:
+            return existing
+        attempt = PaymentAttempt.objects.create(
+            order=locked,
+            provider=provider,
+            provider_reference=result.provider_reference,
+            idempotency_key=f"adopted-{uuid.uuid4().hex}",
+            amount=locked.amount,
+            currency=locked.currency,
+            status=AttemptStatus.PENDING,
+        )
+        _record_event(
+            order=locked,
+            attempt=attempt,
+            kind=Kind.ATTEMPT_CREATED,
+            actor=actor,
+            message=_("The provider reported payment %(reference)s, which we did not start; it was recorded.")
+            % {"reference": result.provider_reference},
+            data={"attempt_id": attempt.pk, "provider": provider, "adopted": True},
+        )
+    return attempt

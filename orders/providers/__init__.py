@@ -1,0 +1,1 @@
+"""Payment provider adapters: one module per provider behind `base.PaymentProvider`."""
