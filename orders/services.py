@@ -154,6 +154,11 @@ def create_order(
     reference = reference.strip()
     if not reference:
         raise ValidationFailed(_("The order reference must not be empty."))
+    if len(reference) > Order._meta.get_field("reference").max_length:
+        raise ValidationFailed(
+            _("The order reference is longer than %(limit)d characters.")
+            % {"limit": Order._meta.get_field("reference").max_length}
+        )
     if not merchant.active:
         raise ValidationFailed(_("Merchant %(code)s is inactive and cannot take orders.") % {"code": merchant.code})
     _check_money(amount, currency)

@@ -59,7 +59,7 @@ class Command(BaseCommand):
     def one_order(self, shop: Merchant, adapter, provider: str, rng: random.Random, fake: Faker) -> None:
         now = timezone.now()
         reference = f"LIVE-{now:%y%m%d%H%M%S}-{rng.randrange(10**6):06d}"
-        amount = Decimal(rng.randrange(500, 99_900)) / 100
+        amount = (Decimal(rng.randrange(500, 99_900)) / 100).quantize(Decimal("0.01"))
         order = create_order(
             merchant=shop, reference=reference, amount=amount, currency=shop.default_currency,
             customer_name=fake.name(), customer_email=fake.email(), customer_phone=fake.phone_number(),
