@@ -32,7 +32,7 @@ import hashlib
 import json
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from django.db import connection, models
@@ -79,7 +79,7 @@ class Kind:
 A = Attempt
 OLD = (20 * 60, 6 * 3600)  # past the 15-minute threshold
 BACKGROUND: tuple[Kind, ...] = (
-    Kind("confirmed", 730, "confirmed", attempts=(
+    Kind("confirmed", 740, "confirmed", attempts=(
         A("succeeded", n_checks=1, check_pattern="succeeded", checks_every=5, callback_share=7),)),
     Kind("confirmed_retry", 40, "confirmed", attempts=(
         A("succeeded", callback_share=7), A("failed", failure_code="card_declined", n_checks=1, check_pattern="failed"))),
@@ -130,7 +130,7 @@ DUE: tuple[Kind, ...] = (
     Kind("duplicate", 1, "paid", age=OLD, attempts=(
         A("succeeded", callback_share=10), A("succeeded", callback_share=10))),
 )
-DUE = tuple(Kind(**{**k.__dict__, "sweep": "due", "due": True}) for k in DUE)
+DUE = tuple(Kind(**{**k.__dict__, "name": "due_" + k.name, "sweep": "due", "due": True}) for k in DUE)
 assert sum(k.weight for k in BACKGROUND) == 1000 and sum(k.weight for k in DUE) == 20
 KINDS: tuple[Kind, ...] = BACKGROUND + DUE
 DUE_KINDS = [k.name for k in DUE]
@@ -167,10 +167,6 @@ def _rows(sql: str, params: list | tuple | dict | None = None) -> list[tuple]:
         return cursor.fetchall()
 
 
-def _literal(value) -> str:
-    return connection.ops.adapt_unknown_value(value) if False else value  # pragma: no cover
-
-
 def insert_select(model: type[models.Model], exprs: dict[str, str], tail: str, params: dict | None = None) -> int:
     """INSERT INTO <model's table> (every concrete column) SELECT <exprs> <tail>.
 
@@ -180,22 +176,19 @@ def insert_select(model: type[models.Model], exprs: dict[str, str], tail: str, p
     columns, selects, values = [], [], dict(params or {})
     for f in model._meta.concrete_fields:
         column = f.column
-        columns.append(connection.ops.quote_name(column))
         if column in exprs:
-            selects.append(f"({exprs[column]})")
-            continue
-        if f.primary_key:
-            selects.append("DEFAULT") if False else columns.pop()  # identity fills it
-            continue
-        default = f.get_default()
-        if isinstance(f, models.JSONField):
-            key = f"_default_{column}"
-            values[key] = json.dumps(default)
-            selects.append(f"%({key})s::jsonb")
+            expr = exprs[column]
+        elif f.primary_key:
+            continue  # the identity column numbers the rows
         else:
             key = f"_default_{column}"
-            values[key] = f.get_db_prep_save(default, connection)
-            selects.append(f"%({key})s")
+            default = f.get_default()
+            if isinstance(f, models.JSONField):
+                values[key], expr = json.dumps(default), f"%({key})s::jsonb"
+            else:
+                values[key], expr = f.get_db_prep_save(default, connection), f"%({key})s"
+        columns.append(connection.ops.quote_name(column))
+        selects.append(f"({expr})")
     unknown = set(exprs) - {f.column for f in model._meta.concrete_fields}
     if unknown:
         raise RuntimeError(f"{model.__name__} has no columns {sorted(unknown)}")
@@ -276,7 +269,7 @@ def generate(*, orders: int, due: int, fp: str, log=print) -> Dataset:
     # Merchants and the provider's re-check policy (8 calls in flight, the default).
     for n in range(1, MERCHANTS + 1):
         Merchant.objects.create(code=f"bench-{n:02d}", name=f"Bench merchant {n:02d}",
-                                stuck_after=timezone.timedelta(seconds=STUCK_AFTER_SECONDS), created_at=anchor)
+                                stuck_after=timedelta(seconds=STUCK_AFTER_SECONDS), created_at=anchor)
     RecheckPolicy.objects.create(provider=PROVIDER, max_in_flight=8)
 
     # The kinds, as a table to join.
@@ -314,7 +307,7 @@ def generate(*, orders: int, due: int, fp: str, log=print) -> Dataset:
                             ELSE CASE {' '.join(bg_cases)} END
                        END,
                        ((i * 40503) %% 65536)::int
-                FROM generate_series(1, %(orders)s) AS i,
+                FROM generate_series(1::bigint, %(orders)s::bigint) AS i,
                      LATERAL (SELECT ((i * 2654435761) %% 4294967296) %% 1000 AS h) AS x
             """, {"stride": stride, "due": due, "slots": due_slots, "orders": orders})
             return cursor.rowcount
@@ -436,7 +429,7 @@ def generate(*, orders: int, due: int, fp: str, log=print) -> Dataset:
     step("checks", lambda: insert_select(
         PaymentCheck, check_exprs,
         base + " CROSS JOIN LATERAL generate_series(1, (k.a0->>'n_checks')::int) AS j "
-               "WHERE k.a0 IS NOT NULL AND (k.a0->>'n_checks')::int > 0 AND p.id % (k.a0->>'checks_every')::int = 0",
+               "WHERE k.a0 IS NOT NULL AND (k.a0->>'n_checks')::int > 0 AND p.id %% (k.a0->>'checks_every')::int = 0",
         params))
 
     # Signed callbacks for a share of the attempts.
@@ -457,7 +450,7 @@ def generate(*, orders: int, due: int, fp: str, log=print) -> Dataset:
     for slot in (0, 1):
         step(f"callbacks (slot {slot})", lambda slot=slot: insert_select(
             ProviderCallback, callback_exprs(slot),
-            base + f" WHERE k.a{slot} IS NOT NULL AND p.id % 10 < (k.a{slot}->>'callback_share')::int", params))
+            base + f" WHERE k.a{slot} IS NOT NULL AND p.id %% 10 < (k.a{slot}->>'callback_share')::int", params))
 
     # The timeline: created for every order, one status change for orders with an attempt,
     # the flag, and confirmation failures (with validation errors on every second order).
@@ -484,9 +477,9 @@ def generate(*, orders: int, due: int, fp: str, log=print) -> Dataset:
     }, base + " WHERE k.flag <> ''", params))
     step("events (confirmation)", lambda: insert_select(OrderEvent, {
         **event, "kind": "'confirmation_failed'",
-        "message": "CASE WHEN p.id % 2 = 0 THEN 'Confirmation is blocked by the customer''s data.' "
+        "message": "CASE WHEN p.id %% 2 = 0 THEN 'Confirmation is blocked by the customer''s data.' "
                    "ELSE 'Confirmation failed: TimeoutError: fulfilment service timed out' END",
-        "data": "CASE WHEN p.id % 2 = 0 THEN jsonb_build_object('error', 'Confirmation is blocked by the customer''s "
+        "data": "CASE WHEN p.id %% 2 = 0 THEN jsonb_build_object('error', 'Confirmation is blocked by the customer''s "
                 "data.', 'validation', jsonb_build_object('shipping_address', 'The shipping address is empty.'), "
                 "'failures', j) ELSE jsonb_build_object('error', 'TimeoutError: fulfilment service timed out', "
                 "'retry_at', NULL, 'failures', j) END",
@@ -494,12 +487,17 @@ def generate(*, orders: int, due: int, fp: str, log=print) -> Dataset:
     }, base + " CROSS JOIN LATERAL generate_series(1, k.conf_failures) AS j WHERE k.conf_failures > 0", params))
 
     _exec("SET session_replication_role = DEFAULT")
+    _exec("SET synchronous_commit = DEFAULT")
     # Identity sequences continue after the ids we chose.
     for model in (Order, PaymentAttempt, PaymentCheck, ProviderCallback, OrderEvent):
         table = model._meta.db_table
         _exec(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), GREATEST((SELECT max(id) FROM {table}), 1))")
     step("verify", lambda: verify() or "ok")
-    step("vacuum analyze", lambda: [_exec(f"VACUUM ANALYZE {t}") for t in TABLES] and "done")
+    def vacuum() -> str:
+        for table in TABLES:
+            _exec(f"VACUUM ANALYZE {table}")
+        return "done"
+    step("vacuum analyze", vacuum)
 
     # What the sweep benchmark restores between runs.
     _exec("""CREATE TABLE bench_sweep_snapshot AS

@@ -99,8 +99,8 @@ class EventInline(ReadOnlyAdminMixin, admin.TabularInline):
 
 @admin.register(Order)
 class OrderAdmin(ExactSearchMixin, admin.ModelAdmin):
-    list_display = ["reference", "merchant", "status", "amount", "currency", "submitted_at", "stuck_since",
-                    "stuck_cause", "needs_review"]
+    list_display = ["reference", "merchant_code", "status", "money", "submitted_at", "stuck_since", "stuck_cause",
+                    "needs_review"]
     list_filter = ["status", "stuck_category", "stuck_cause", "needs_review"]
     list_select_related = ["merchant"]
     exact_search_fields = ("reference", "customer_email", "attempts__provider_reference")
@@ -121,6 +121,14 @@ class OrderAdmin(ExactSearchMixin, admin.ModelAdmin):
         (_("Fulfilment"), {"fields": ["receipt_number", "dispatch_number"]}),
     ]
     inlines = [AttemptInline, EventInline]
+
+    @admin.display(description=_("merchant"), ordering="merchant__code")
+    def merchant_code(self, obj: Order) -> str:
+        return obj.merchant.code
+
+    @admin.display(description=_("amount"), ordering="amount")
+    def money(self, obj: Order) -> str:
+        return f"{obj.amount} {obj.currency}"
 
     def get_search_results(self, request, queryset, search_term):
         queryset, _dupes = super().get_search_results(request, queryset, search_term)

@@ -549,17 +549,20 @@ def record_check(
     return check
 
 
-def _request_review_locked(order_id: int, *, attempt: PaymentAttempt | None, message: str, data: dict) -> None:
-    """Mark an order as needing a person, once, inside the caller's transaction."""
+def _request_review_locked(order_id: int, *, attempt: PaymentAttempt | None, message: str, data: dict) -> bool:
+    """Mark an order as needing a person, once, inside the caller's transaction.
+
+    Returns whether it did (False when the order already needed review)."""
     order = _lock_order(order_id)
     if order.needs_review:
-        return
+        return False
     order.needs_review = True
     order.sweep_due_at = timezone.now()
     order.save(update_fields=["needs_review", "sweep_due_at", "updated_at"])
     _record_event(
         order=order, attempt=attempt, kind=Kind.REVIEW_REQUESTED, actor=Actor.system(), message=message, data=data
     )
+    return True
 
 
 def apply_provider_result(
@@ -655,15 +658,17 @@ def apply_provider_result(
                     data={**data, "reconciled": True, "cause": Cause.CALLBACK_LOST},
                 )
 
-        review_cause = ""
+        review_cause, review_raised = "", False
         if locked.status == AttemptStatus.SUCCEEDED:
-            review_cause = _apply_success_to_order(order, locked, actor=actor, data=data)
+            review_cause, review_raised = _apply_success_to_order(order, locked, actor=actor, data=data)
         elif locked.status in (AttemptStatus.FAILED, AttemptStatus.EXPIRED, AttemptStatus.CANCELLED):
             _apply_failure_to_order(order, locked, actor=actor, data=data)
         if order.stuck_since is not None and order.sweep_due_at != timezone.now():
             Order.objects.filter(pk=order.pk).update(sweep_due_at=timezone.now())
         order_status = order.status
-    return ApplyOutcome(changed or bool(review_cause), locked.status, order_status, review_cause, reconciled)
+    # A review raised by an earlier delivery of the same result is not a change: only what
+    # this call wrote counts, so applying a result twice reports no change the second time.
+    return ApplyOutcome(changed or review_raised, locked.status, order_status, review_cause, reconciled)
 
 
 def _money_matches(attempt: PaymentAttempt, result: ProviderResult) -> bool:
@@ -689,25 +694,35 @@ def _hold_for_review(
         changed = True
     already = order.needs_review and (not cause or order.stuck_cause == cause)
     if not already:
-        _flag_locked(order, cause=cause or order.stuck_cause or Cause.AMOUNT_MISMATCH, needs_review=True,
-                     actor=Actor.system(), message=message, data=data, kind=Kind.REVIEW_REQUESTED)
+        if cause or order.stuck_since is not None:
+            _flag_locked(order, cause=cause or order.stuck_cause, needs_review=True,
+                         actor=Actor.system(), message=message, data=data, kind=Kind.REVIEW_REQUESTED)
+        else:
+            # No cause of the closed list fits (the provider contradicts a final result we hold):
+            # ask a person without inventing a cause. A made-up flag (it used to be
+            # amount_mismatch) was wrong, and the next sweep, finding no evidence for it,
+            # unflagged the order and cleared the review.
+            _request_review_locked(order.pk, attempt=attempt, message=message, data=data)
+            order.needs_review = True
         changed = True
-    return ApplyOutcome(changed, attempt.status, order.status, cause or order.stuck_cause)
+    return ApplyOutcome(changed, attempt.status, order.status, cause or order.stuck_cause or "contradiction")
 
 
-def _apply_success_to_order(order: Order, attempt: PaymentAttempt, *, actor: Actor, data: dict) -> str:
-    """Move the order on after a success; returns the review cause when it cannot."""
+def _apply_success_to_order(order: Order, attempt: PaymentAttempt, *, actor: Actor, data: dict) -> tuple[str, bool]:
+    """Move the order on after a success; returns the review cause when it cannot, and
+    whether this call raised the review (False when an earlier delivery already did)."""
     if order.attempts.filter(status=AttemptStatus.SUCCEEDED).exclude(pk=attempt.pk).exists():
-        if not (order.needs_review and order.stuck_cause == Cause.DUPLICATE_PAYMENT):
+        raised = not (order.needs_review and order.stuck_cause == Cause.DUPLICATE_PAYMENT)
+        if raised:
             _flag_locked(
                 order, cause=Cause.DUPLICATE_PAYMENT, needs_review=True, actor=Actor.system(),
                 message=_("Attempt %(attempt)s succeeded but another payment already did; refund one of them.")
                 % {"attempt": attempt},
                 data=data, kind=Kind.REVIEW_REQUESTED,
             )
-        return Cause.DUPLICATE_PAYMENT
+        return Cause.DUPLICATE_PAYMENT, raised
     if order.status in ORDER_CAPTURED:
-        return ""  # this attempt is the one that paid the order: nothing more to do
+        return "", False  # this attempt is the one that paid the order: nothing more to do
     if order.status == OrderStatus.PAYMENT_FAILED:
         # A late success revives an order the customer had not given up on.
         _move_order(order, to=OrderStatus.PAYMENT_PENDING, actor=actor,
@@ -717,15 +732,15 @@ def _apply_success_to_order(order: Order, attempt: PaymentAttempt, *, actor: Act
                     data={**data, "attempt_id": attempt.pk}, changes={"captured_amount": attempt.amount})
         order_id = order.pk
         transaction.on_commit(lambda: _enqueue_confirmation(order_id))
-        return ""
+        return "", False
     # Cancelled or expired, yet money moved: a person refunds or delivers.
-    _request_review_locked(
+    raised = _request_review_locked(
         order.pk, attempt=attempt,
         message=_("Attempt %(attempt)s succeeded but the order is %(status)s; refund the customer or deliver.")
         % {"attempt": attempt, "status": OrderStatus(order.status).label},
         data=data,
     )
-    return "late_payment"
+    return "late_payment", raised
 
 
 def _apply_failure_to_order(order: Order, attempt: PaymentAttempt, *, actor: Actor, data: dict) -> None:
