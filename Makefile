@@ -21,6 +21,11 @@ run: setup
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# Benchmarks need PostgreSQL (BENCH_DATABASE_URL, default postgres://postgres@127.0.0.1:5432/recovery_bench);
+# figures go to docs/performance.md.
+bench: setup
+	DEBUG=1 $(BIN)/python bench/run.py $(BENCH_ARGS)
+
 # Rebuild the Simplified Chinese catalogue after changing user-facing strings (needs GNU gettext).
 messages: setup
 	DEBUG=1 $(BIN)/python manage.py makemessages --locale zh_Hans --ignore '.venv/*' --ignore 'bench/*' --ignore 'tests/*' --no-obsolete

@@ -13,8 +13,9 @@ multiplicative hash of the order id, so the same parameters always give the same
 * Due orders (`--due`, spread evenly over the whole id range, the worst case for locality):
   the sweep's work, a mix of evidence (open attempts `unknown` / `pending` with checks that
   timed out or answered, lost callbacks, paid orders with and without confirmation failures,
-  submitted orders without attempts, declined payments, duplicate payments, young orders
-  that are not due yet, flagged orders whose cause is unchanged, flagged orders to unflag).
+  submitted orders without attempts, declined payments, duplicate payments, flagged orders
+  whose cause is unchanged or changes, flagged orders whose news is younger than the threshold
+  and are unflagged).
 
 All times are relative to the *anchor*, the moment the dataset was generated; the sweep
 benchmark runs with `now = anchor`, so a dataset reused weeks later still does exactly the
@@ -37,7 +38,8 @@ from pathlib import Path
 
 from django.db import connection, models
 
-GENERATOR_VERSION = 3
+# Bump when the generated data changes: a dataset made by another version is regenerated.
+GENERATOR_VERSION = 4
 MERCHANTS = 20
 STUCK_AFTER_SECONDS = 15 * 60
 PROVIDER = "sandbox"
@@ -60,10 +62,12 @@ class Attempt:
 @dataclass(frozen=True)
 class Kind:
     name: str
-    weight: int  # background: per mille of the background; due: out of 20
+    weight: int  # background: out of 10,000 orders; due: out of 20
     status: str
     # Seconds since the last status change; None: historic (spread over 180 days by id).
     age: tuple[int, int] | None = None
+    submitted_lead: int = 300  # seconds from submission to the last status change
+    attempt_lead: int = 240  # seconds from the newest attempt's start to the last status change
     sweep: str = "null"  # null | due | revisit (within 10 min) | threshold (status change + stuck_after)
     flag: str = ""  # the cause the order is flagged with now
     needs_review: bool = False
@@ -78,24 +82,26 @@ class Kind:
 
 A = Attempt
 OLD = (20 * 60, 6 * 3600)  # past the 15-minute threshold
+# About 1 % of the background is flagged (revisited every 10 minutes) and about 600 orders
+# are younger than the threshold: the recent traffic of a shop with ~60,000 orders a day.
 BACKGROUND: tuple[Kind, ...] = (
-    Kind("confirmed", 740, "confirmed", attempts=(
+    Kind("confirmed", 8194, "confirmed", attempts=(
         A("succeeded", n_checks=1, check_pattern="succeeded", checks_every=5, callback_share=7),)),
-    Kind("confirmed_retry", 40, "confirmed", attempts=(
+    Kind("confirmed_retry", 400, "confirmed", attempts=(
         A("succeeded", callback_share=7), A("failed", failure_code="card_declined", n_checks=1, check_pattern="failed"))),
-    Kind("cancelled", 35, "cancelled"),
-    Kind("cancelled_expired", 15, "cancelled", attempts=(A("expired"),)),
-    Kind("expired", 50, "expired"),
-    Kind("refunded", 30, "refunded", attempts=(A("succeeded", callback_share=7),)),
-    Kind("failed_flagged", 30, "payment_failed", age=(3600, 3 * 86400), sweep="revisit", flag="payment_declined",
+    Kind("cancelled", 350, "cancelled"),
+    Kind("cancelled_expired", 150, "cancelled", attempts=(A("expired"),)),
+    Kind("expired", 500, "expired"),
+    Kind("refunded", 300, "refunded", attempts=(A("succeeded", callback_share=7),)),
+    Kind("failed_flagged", 40, "payment_failed", age=(3600, 3 * 86400), sweep="revisit", flag="payment_declined",
          attempts=(A("failed", failure_code="insufficient_funds", callback_share=10),)),
-    Kind("unknown_flagged", 15, "payment_pending", age=OLD, sweep="revisit", flag="result_unknown",
+    Kind("unknown_flagged", 20, "payment_pending", age=OLD, sweep="revisit", flag="result_unknown",
          attempts=(A("unknown", next_check=True, n_checks=1, check_pattern="timeout"),)),
     Kind("paid_flagged", 10, "paid", age=OLD, sweep="revisit", flag="processing_error",
          attempts=(A("succeeded", callback_share=10),)),
-    Kind("submitted_flagged", 15, "submitted", age=OLD, sweep="revisit", flag="no_payment_started"),
-    Kind("young_submitted", 10, "submitted", age=(0, 14 * 60), sweep="threshold"),
-    Kind("young_pending", 10, "payment_pending", age=(0, 14 * 60), sweep="threshold",
+    Kind("submitted_flagged", 30, "submitted", age=OLD, sweep="revisit", flag="no_payment_started"),
+    Kind("young_submitted", 3, "submitted", age=(0, 14 * 60), sweep="threshold"),
+    Kind("young_pending", 3, "payment_pending", age=(0, 14 * 60), sweep="threshold",
          attempts=(A("pending", next_check=True, action_every=2),)),
 )
 DUE: tuple[Kind, ...] = (
@@ -124,14 +130,16 @@ DUE: tuple[Kind, ...] = (
         A("failed", failure_code="card_declined", n_checks=1, check_pattern="failed"),)),
     Kind("declined_flagged", 1, "payment_failed", age=OLD, flag="payment_declined", attempts=(
         A("failed", failure_code="do_not_honor", callback_share=10),)),
-    Kind("young", 1, "payment_pending", age=(60, 600), attempts=(
-        A("pending", next_check=True, n_checks=1, check_pattern="pending"),)),
-    Kind("unflag", 1, "paid", age=(30, 120), flag="result_unknown", attempts=(A("succeeded", callback_share=10),)),
+    # Flagged orders whose news is younger than the threshold: unflagged until they are due again.
+    Kind("reopened", 1, "payment_pending", age=(60, 600), flag="no_payment_started", submitted_lead=1800,
+         attempt_lead=0, attempts=(A("pending", next_check=True, n_checks=1, check_pattern="pending"),)),
+    Kind("unflag", 1, "paid", age=(30, 120), flag="result_unknown", submitted_lead=3660, attempt_lead=3600,
+         attempts=(A("succeeded", callback_share=10),)),
     Kind("duplicate", 1, "paid", age=OLD, attempts=(
         A("succeeded", callback_share=10), A("succeeded", callback_share=10))),
 )
 DUE = tuple(Kind(**{**k.__dict__, "name": "due_" + k.name, "sweep": "due", "due": True}) for k in DUE)
-assert sum(k.weight for k in BACKGROUND) == 1000 and sum(k.weight for k in DUE) == 20
+assert sum(k.weight for k in BACKGROUND) == 10_000 and sum(k.weight for k in DUE) == 20
 KINDS: tuple[Kind, ...] = BACKGROUND + DUE
 DUE_KINDS = [k.name for k in DUE]
 
@@ -204,13 +212,14 @@ def fingerprint(orders: int, due: int) -> str:
     for path in sorted((ROOT).glob("*/migrations/*.py")):
         digest.update(path.name.encode())
         digest.update(path.read_bytes())
-    digest.update(Path(__file__).read_bytes())
     return digest.hexdigest()[:16]
 
 
 def _meta() -> dict:
     _exec("CREATE TABLE IF NOT EXISTS bench_meta (key text PRIMARY KEY, value jsonb NOT NULL)")
-    return {key: value for key, value in _rows("SELECT key, value FROM bench_meta")}
+    # Django's connection hands jsonb back as text (JSONField decodes it itself).
+    return {key: json.loads(value) if isinstance(value, str) else value
+            for key, value in _rows("SELECT key, value FROM bench_meta")}
 
 
 def _set_meta(key: str, value) -> None:
@@ -277,15 +286,16 @@ def generate(*, orders: int, due: int, fp: str, log=print) -> Dataset:
         CREATE UNLOGGED TABLE bench_kind (
             kind text PRIMARY KEY, status text, captured boolean, age_min int, age_max int, sweep text,
             flag text, flag_category text, needs_review boolean, conf_failures int, is_due boolean,
-            a0 jsonb, a1 jsonb
+            submitted_lead int, attempt_lead int, a0 jsonb, a1 jsonb
         )""")
     with connection.cursor() as cursor:
         for k in KINDS:
             attempts = [a.__dict__ for a in k.attempts] + [None, None]
             cursor.execute(
-                "INSERT INTO bench_kind VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s::jsonb)",
+                "INSERT INTO bench_kind VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s::jsonb)",
                 [k.name, k.status, k.captured, k.age[0] if k.age else None, k.age[1] if k.age else None, k.sweep,
                  k.flag, category_of(k.flag) if k.flag else "", k.needs_review, k.confirmation_failures, k.due,
+                 k.submitted_lead, k.attempt_lead,
                  json.dumps(attempts[0]) if attempts[0] else None, json.dumps(attempts[1]) if attempts[1] else None])
 
     # Which kind each order id is: due orders evenly spread, the rest by a hash of the id.
@@ -308,7 +318,7 @@ def generate(*, orders: int, due: int, fp: str, log=print) -> Dataset:
                        END,
                        ((i * 40503) %% 65536)::int
                 FROM generate_series(1::bigint, %(orders)s::bigint) AS i,
-                     LATERAL (SELECT ((i * 2654435761) %% 4294967296) %% 1000 AS h) AS x
+                     LATERAL (SELECT ((i * 2654435761) %% 4294967296) %% 10000 AS h) AS x
             """, {"stride": stride, "due": due, "slots": due_slots, "orders": orders})
             return cursor.rowcount
     step("plan", plan)
@@ -330,6 +340,11 @@ def generate(*, orders: int, due: int, fp: str, log=print) -> Dataset:
                    END AS changed_at,
                    ((1000 + p.id %% 99000)::numeric / 100) AS amount
         ) AS v
+        CROSS JOIN LATERAL (
+            SELECT v.changed_at - make_interval(secs => k.submitted_lead) AS submitted_at,
+                   LEAST(v.changed_at - make_interval(secs => k.submitted_lead) + interval '20 minutes',
+                         %(anchor)s::timestamptz - interval '2 minutes') AS flagged_at
+        ) AS w
     """
     order_exprs = {
         "id": "p.id",
@@ -344,11 +359,10 @@ def generate(*, orders: int, due: int, fp: str, log=print) -> Dataset:
         "currency": "'CNY'",
         "captured_amount": "CASE WHEN k.captured THEN v.amount ELSE 0 END",
         "status": "k.status",
-        "submitted_at": "v.changed_at - interval '5 minutes'",
+        "submitted_at": "w.submitted_at",
         "status_changed_at": "v.changed_at",
         "updated_at": "v.changed_at",
-        "stuck_since": "CASE WHEN k.flag <> '' THEN LEAST(v.changed_at + make_interval(secs => %(stuck)s), "
-                       "%(anchor)s::timestamptz - interval '2 minutes') END",
+        "stuck_since": "CASE WHEN k.flag <> '' THEN w.flagged_at END",
         "stuck_cause": "k.flag",
         "stuck_category": "k.flag_category",
         "needs_review": "k.needs_review",
@@ -371,7 +385,7 @@ def generate(*, orders: int, due: int, fp: str, log=print) -> Dataset:
     # Attempts: slot 0 is the newest attempt (id = 2 * order id), slot 1 an older one (2 * id + 1).
     def attempt_exprs(slot: int) -> dict[str, str]:
         a = f"k.a{slot}"
-        created = "v.changed_at - interval '4 minutes'" + (" - interval '30 seconds'" if slot else "")
+        created = "v.changed_at - make_interval(secs => k.attempt_lead)" + (" - interval '30 seconds'" if slot else "")
         open_ = f"({a}->>'status') IN ('initiated', 'pending', 'unknown')"
         n_checks = f"(CASE WHEN p.id %% ({a}->>'checks_every')::int = 0 THEN ({a}->>'n_checks')::int ELSE 0 END)"
         return {
@@ -424,7 +438,7 @@ def generate(*, orders: int, due: int, fp: str, log=print) -> Dataset:
         "http_status": f"CASE WHEN ({error}) = 'timeout' THEN NULL ELSE 200 END",
         "latency_ms": f"CASE WHEN ({error}) = 'timeout' THEN 5000 ELSE 40 + p.h2 %% 200 END",
         "response_excerpt": f"CASE WHEN ({error}) = 'none' THEN '{{\"status\": \"' || ({reported}) || '\"}}' ELSE '' END",
-        "checked_at": "v.changed_at - interval '4 minutes' + make_interval(secs => 30 * j)",
+        "checked_at": "v.changed_at - make_interval(secs => k.attempt_lead) + make_interval(secs => 30 * j)",
     }
     step("checks", lambda: insert_select(
         PaymentCheck, check_exprs,
@@ -463,7 +477,7 @@ def generate(*, orders: int, due: int, fp: str, log=print) -> Dataset:
     step("events (created)", lambda: insert_select(OrderEvent, {
         **event, "kind": "'created'", "message": "'Order submitted.'",
         "data": "jsonb_build_object('amount', v.amount::text, 'currency', 'CNY')",
-        "created_at": "v.changed_at - interval '5 minutes'",
+        "created_at": "w.submitted_at",
     }, base, params))
     step("events (status)", lambda: insert_select(OrderEvent, {
         **event, "kind": "'status_changed'", "message": "'Provider reported a result.'",
@@ -472,8 +486,7 @@ def generate(*, orders: int, due: int, fp: str, log=print) -> Dataset:
     step("events (flagged)", lambda: insert_select(OrderEvent, {
         **event, "kind": "'flagged'", "message": "'Flagged as unreturned.'",
         "data": "jsonb_build_object('cause', k.flag, 'previous_cause', '')",
-        "created_at": f"LEAST(v.changed_at + make_interval(secs => {STUCK_AFTER_SECONDS}), "
-                      "%(anchor)s::timestamptz - interval '2 minutes')",
+        "created_at": "w.flagged_at",
     }, base + " WHERE k.flag <> ''", params))
     step("events (confirmation)", lambda: insert_select(OrderEvent, {
         **event, "kind": "'confirmation_failed'",

@@ -25,7 +25,8 @@ migrated if needed, and the dataset of 1,000,000 orders is generated once (about
 and reused while its parameters, the generator and the migrations stay the same.
 
 The sections below are rewritten by each run of their benchmark; edit the text outside the
-markers only.
+markers only. The machine is shared: other work running at the same time (the load average
+is recorded with each run) slows every figure down, so compare runs with similar load.
 """
 
 
@@ -70,7 +71,12 @@ def machine() -> dict[str, str]:
         pg = cursor.fetchone()[0].split()[0]
         cursor.execute("SHOW shared_buffers")
         buffers = cursor.fetchone()[0]
+    try:
+        load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        load = "?"
     return {
+        "load": load,
         "cores": str(os.cpu_count()),
         "cpu": cpu,
         "memory": memory,
@@ -81,7 +87,7 @@ def machine() -> dict[str, str]:
 
 def machine_line(info: dict[str, str]) -> str:
     return (f"{info['cores']} cores ({info['cpu']}), {info['memory']}; PostgreSQL {info['postgresql']}; "
-            f"Python {info['python']}")
+            f"Python {info['python']}; load average {info['load']} when the run started")
 
 
 def write(results: list[Result], *, machine: dict[str, str], dataset) -> Path:

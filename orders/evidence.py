@@ -234,7 +234,12 @@ def detect_outage_providers(
         .annotate(latest_error=latest_error)
         .values("provider")
         .annotate(total=Count("id"), failing=Count("id", filter=failing))
-        .filter(failing__gte=min_attempts)
         .values_list("provider", "total", "failing")
     )
-    return frozenset(provider for provider, total, failing_count in rows if failing_count >= min_share * total)
+    # Both thresholds are applied here, not in a HAVING clause: PostgreSQL does not merge the
+    # HAVING copy of an aggregate that contains a subquery, and would run the latest-check
+    # subquery twice per recent attempt (one row per provider comes back either way).
+    return frozenset(
+        provider for provider, total, failing_count in rows
+        if failing_count >= min_attempts and failing_count >= min_share * total
+    )

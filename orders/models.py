@@ -127,7 +127,9 @@ class RecheckPolicy(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.provider} / {self.merchant.code}" if self.merchant_id else f"{self.provider} ({_('default')})"
+        if self.merchant_id:
+            return f"{self.provider} / {self.merchant.code}"
+        return _("%(provider)s (default)") % {"provider": self.provider}
 
     def clean(self) -> None:
         from django.core.exceptions import ValidationError

@@ -36,7 +36,8 @@ class SweepReport:
 def sweep_unreturned(*, now: datetime | None = None, batch_size: int = 1000, time_budget: float = 240.0) -> SweepReport:
     now = now or timezone.now()
     started = time.monotonic()
-    report = SweepReport(outage_providers=detect_outage_providers(now=now))
+    report = SweepReport()
+    outage: frozenset[str] | None = None
     while time.monotonic() - started < time_budget:
         with transaction.atomic():
             ids = list(
@@ -47,9 +48,12 @@ def sweep_unreturned(*, now: datetime | None = None, batch_size: int = 1000, tim
             )
             if not ids:
                 break
+            if outage is None:
+                # Only worth its aggregate query when something is due.
+                outage = report.outage_providers = detect_outage_providers(now=now)
             orders = list(Order.objects.filter(pk__in=ids).select_related("merchant"))
             evidence = gather_evidence(ids)
-            verdicts = diagnose_many(evidence, now=now, outage_providers=report.outage_providers)
+            verdicts = diagnose_many(evidence, now=now, outage_providers=outage)
             apply_diagnoses(orders=orders, diagnoses=verdicts, now=now, counts=report.counts)
         report.orders += len(ids)
         report.batches += 1

@@ -18,7 +18,6 @@ from django.http import HttpRequest, JsonResponse
 from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.views.decorators.csrf import csrf_exempt
-from django.views.decorators.http import require_POST
 
 from orders.actors import Actor
 from orders.models import Order, PaymentAttempt, PaymentCheck, ProviderCallback
@@ -66,13 +65,20 @@ def _too_many_bad_signatures(provider: str, request: HttpRequest) -> bool:
 
 
 @csrf_exempt
-@require_POST
 def provider_webhook(request: HttpRequest, provider: str) -> JsonResponse:
+    if request.method != "POST":
+        response = error_response(405, "method_not_allowed", _("Callbacks are delivered with POST."))
+        response["Allow"] = "POST"
+        return response
     try:
         adapter = get_provider(provider)
     except UnknownProvider:
         return error_response(404, "unknown_provider", _("No payment provider is configured under this name."))
-    if int(request.META.get("CONTENT_LENGTH") or 0) > MAX_BODY_BYTES:
+    try:
+        declared_length = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        return error_response(400, "bad_content_length", _("The Content-Length header is not a number."))
+    if declared_length > MAX_BODY_BYTES:
         return error_response(413, "body_too_large", _("The callback body is larger than 256 KiB."))
     body = request.body
     if len(body) > MAX_BODY_BYTES:
@@ -113,6 +119,13 @@ def provider_webhook(request: HttpRequest, provider: str) -> JsonResponse:
 def _find_attempt(provider: str, event: CallbackEvent, *, adopt: bool) -> PaymentAttempt | None:
     result = event.result
     attempt = PaymentAttempt.objects.filter(provider=provider, provider_reference=result.provider_reference).first()
+    if attempt is None and result.idempotency_key:
+        # Our attempt whose create timed out: it has no provider reference yet, but the
+        # provider echoes its idempotency key. Adopting the payment as a second attempt
+        # instead would later collide with this one and report a duplicate payment.
+        attempt = PaymentAttempt.objects.filter(
+            provider=provider, idempotency_key=result.idempotency_key, provider_reference=""
+        ).first()
     if attempt is not None or not adopt or not (result.order_reference and result.merchant):
         return attempt
     order = Order.objects.filter(reference=result.order_reference, merchant__code=result.merchant).first()

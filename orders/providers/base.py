@@ -29,6 +29,9 @@ class ProviderResult:
     action_required: str = ""
     order_reference: str = ""
     merchant: str = ""
+    # Our idempotency key for the payment, when the provider echoes it: it names the attempt
+    # that started the payment even before we learned the provider's reference.
+    idempotency_key: str = ""
     raw: Mapping[str, Any] = field(default_factory=dict)
     http_status: int | None = None
     latency_ms: int | None = None

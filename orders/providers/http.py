@@ -113,6 +113,7 @@ def payment_fields(data: Any, status_map: Mapping[str, str], status_value: str) 
         "action_required": _string(data, "action_required", required=False),
         "order_reference": _string(data, "order_reference", required=False),
         "merchant": _string(data, "merchant", required=False),
+        "idempotency_key": _string(data, "idempotency_key", required=False),
     }
 
 

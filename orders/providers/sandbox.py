@@ -175,6 +175,9 @@ class Payment:
     def to_json(self) -> dict[str, Any]:
         return {
             "provider_reference": self.provider_reference,
+            # Echoed so the client can match a callback to the request that created the
+            # payment even when the create's answer never reached it (null for twins).
+            "idempotency_key": self.idempotency_key,
             "order_reference": self.order_reference,
             "merchant": self.merchant,
             "amount": format(self.reported_amount, "f"),

@@ -16,7 +16,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from django.utils import timezone
 
 from orders import services
@@ -82,6 +82,15 @@ def add_attempt(order: Order, *, provider: str = "sandbox", status: str = Attemp
         actor=ENGINE_ACTOR,
     )
     return PaymentAttempt.objects.get(pk=attempt.pk)
+
+
+def flag_order(order: Order, cause: str, *, needs_review: bool = False) -> None:
+    """Raise the unreturned flag the way the engine does (a locked order, one event)."""
+    with transaction.atomic():
+        services._flag_locked(
+            services._lock_order(order.pk), cause=cause, needs_review=needs_review, actor=ENGINE_ACTOR,
+            message="flagged by the test",
+        )
 
 
 def result_for(attempt: PaymentAttempt, status: str, **overrides: Any) -> ProviderResult:

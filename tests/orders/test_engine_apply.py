@@ -20,6 +20,7 @@ from .engine_helpers import (
     Kind,
     add_attempt,
     events,
+    flag_order,
     fresh,
     new_order,
     pending_order,
@@ -85,9 +86,7 @@ def test_the_enqueued_confirmation_confirms_the_order_with_receipt_and_dispatch_
 
 def test_a_confirmed_success_resolves_the_unreturned_flag(django_capture_on_commit_callbacks):
     order, attempt = pending_order()
-    with services.transaction.atomic():
-        locked = services._lock_order(order.pk)
-        services._flag_locked(locked, cause=Cause.RESULT_UNKNOWN, needs_review=False, actor=ENGINE_ACTOR, message="")
+    flag_order(order, Cause.RESULT_UNKNOWN)
 
     with django_capture_on_commit_callbacks(execute=True):
         apply(attempt, AttemptStatus.SUCCEEDED)
@@ -446,9 +445,7 @@ def test_a_result_teaches_an_unknown_attempt_its_provider_reference():
 
 def test_applying_a_result_to_a_flagged_order_makes_the_sweep_look_again_now():
     order, attempt = pending_order()
-    with services.transaction.atomic():
-        locked = services._lock_order(order.pk)
-        services._flag_locked(locked, cause=Cause.RESULT_UNKNOWN, needs_review=False, actor=ENGINE_ACTOR, message="")
+    flag_order(order, Cause.RESULT_UNKNOWN)
     Order.objects.filter(pk=order.pk).update(sweep_due_at=None)
 
     apply(attempt, AttemptStatus.PENDING, action_required="3ds")

@@ -6,8 +6,10 @@ Every race starts its threads at a barrier; each thread uses (and closes) its ow
 
 from __future__ import annotations
 
+import json
 import threading
 import time
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
@@ -17,13 +19,22 @@ from django.utils import timezone
 from orders import services
 from orders.actors import Actor
 from orders.causes import Cause
-from orders.models import Order, OrderEvent, PaymentAttempt, PaymentCheck, ProviderCallback
+from orders.models import OrderEvent, PaymentAttempt, PaymentCheck, ProviderCallback
 from orders.providers.base import ProviderError
 from orders.recheck import check_attempts, claim_due_attempts
 from orders.states import AttemptStatus, OrderStatus
 from orders.webhooks import process_callback
 
-from .engine_helpers import ENGINE_ACTOR, Kind, fresh, pay_at_sandbox, pending_order, run_in_threads, new_order
+from .engine_helpers import (
+    ENGINE_ACTOR,
+    Kind,
+    flag_order,
+    fresh,
+    new_order,
+    pay_at_sandbox,
+    pending_order,
+    run_in_threads,
+)
 from .engine_helpers import sandbox  # noqa: F401 - fixture
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
@@ -31,25 +42,20 @@ pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 ROUNDS = 8
 
 
-def _flag(order: Order, cause: str = Cause.RESULT_UNKNOWN) -> None:
-    with transaction.atomic():
-        services._flag_locked(
-            services._lock_order(order.pk), cause=cause, needs_review=False, actor=ENGINE_ACTOR, message="test"
-        )
-
-
 def test_two_workers_claim_disjoint_batches_that_cover_every_due_attempt(on_postgres):
     now = timezone.now()
     due = []
     for _ in range(60):
         _order, attempt = pending_order(amount=Decimal("10.00"))
-        PaymentAttempt.objects.filter(pk=attempt.pk).update(next_check_at=now - timezone.timedelta(seconds=1))
+        PaymentAttempt.objects.filter(pk=attempt.pk).update(next_check_at=now - timedelta(seconds=1))
         due.append(attempt.pk)
     # Not due yet: never claimed.
     _order, later = pending_order()
-    PaymentAttempt.objects.filter(pk=later.pk).update(next_check_at=now + timezone.timedelta(hours=1))
+    PaymentAttempt.objects.filter(pk=later.pk).update(next_check_at=now + timedelta(hours=1))
 
-    first, second = run_in_threads(lambda: claim_due_attempts(now=now, limit=40), lambda: claim_due_attempts(now=now, limit=40))
+    first, second = run_in_threads(
+        lambda: claim_due_attempts(now=now, limit=40), lambda: claim_due_attempts(now=now, limit=40)
+    )
 
     assert not isinstance(first, BaseException), first
     assert not isinstance(second, BaseException), second
@@ -78,7 +84,7 @@ def test_record_check_queues_behind_a_writer_that_locks_the_order_first(on_postg
     """Every writer locks the order, then the attempt. A check of a flagged order writes the
     order too; if it took the attempt first, the two would deadlock."""
     order, attempt = pending_order()
-    _flag(order)
+    flag_order(order, Cause.RESULT_UNKNOWN)
     writer_has_order = threading.Event()
 
     def writer():
@@ -102,6 +108,31 @@ def test_record_check_queues_behind_a_writer_that_locks_the_order_first(on_postg
     assert PaymentCheck.objects.filter(attempt=attempt).count() == 1
 
 
+def test_locking_one_order_does_not_hold_up_another_order_of_the_same_merchant(on_postgres):
+    first, _attempt = pending_order()
+    second, other_attempt = pending_order(merchant=first.merchant)
+    holder_has_lock = threading.Event()
+    elapsed: list[float] = []
+
+    def holder():
+        with transaction.atomic():
+            services._lock_order(first.pk)
+            holder_has_lock.set()
+            time.sleep(2)
+        return "ok"
+
+    def other_writer():
+        assert holder_has_lock.wait(5)
+        started = time.monotonic()
+        services.transition_attempt(attempt=other_attempt.pk, to=AttemptStatus.FAILED, actor=ENGINE_ACTOR)
+        elapsed.append(time.monotonic() - started)
+        return "ok"
+
+    assert run_in_threads(holder, other_writer) == ["ok", "ok"]
+    # It did not wait for the 2 s lock on the other order (nor on their shared merchant row).
+    assert elapsed[0] < 1.0
+
+
 @pytest.mark.parametrize("flagged", [False, True], ids=["fresh", "flagged"])
 def test_a_callback_and_a_recheck_racing_apply_the_result_once(on_postgres, sandbox, flagged):  # noqa: F811
     server = sandbox(pending_seconds=0)
@@ -110,14 +141,14 @@ def test_a_callback_and_a_recheck_racing_apply_the_result_once(on_postgres, sand
         order = new_order()
         attempt = pay_at_sandbox(order)
         if flagged:
-            _flag(order)
+            flag_order(order, Cause.RESULT_UNKNOWN)
         payment = server.sandbox.snapshot(attempt.provider_reference)
         assert payment["status"] == "succeeded"
         callback = ProviderCallback.objects.create(
             provider="sandbox",
             event_id=f"evt_race_{attempt.pk}",
             headers={"webhook-id": f"evt_race_{attempt.pk}"},
-            body='{"type": "payment.succeeded", "data": %s}' % __import__("json").dumps(payment),
+            body=json.dumps({"type": "payment.succeeded", "data": payment}),
             signature_valid=True,
         )
         cases.append((order, attempt, callback))

@@ -16,7 +16,7 @@ from orders.providers.base import ProviderError
 from orders.services import record_check
 from orders.states import AttemptStatus
 
-from .engine_helpers import ENGINE_ACTOR, Kind, events, fresh, pending_order, result_for, short_policy
+from .engine_helpers import ENGINE_ACTOR, Kind, events, flag_order, fresh, pending_order, result_for, short_policy
 from .factories import MerchantFactory
 
 pytestmark = pytest.mark.django_db
@@ -187,11 +187,7 @@ def test_record_check_takes_exactly_one_of_result_or_error():
 
 def test_a_check_of_a_flagged_order_makes_the_sweep_look_again():
     order, attempt = pending_order()
-    with services.transaction.atomic():
-        services._flag_locked(
-            services._lock_order(order.pk), cause=Cause.RESULT_UNKNOWN, needs_review=False, actor=ENGINE_ACTOR,
-            message="",
-        )
+    flag_order(order, Cause.RESULT_UNKNOWN)
     Order.objects.filter(pk=order.pk).update(sweep_due_at=None)
     now = timezone.now()
 

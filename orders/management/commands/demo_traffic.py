@@ -17,6 +17,7 @@ from django.utils.translation import gettext as _
 from faker import Faker
 
 from orders.actors import Actor
+from orders.exceptions import ValidationFailed
 from orders.models import Merchant
 from orders.policy import first_check_at
 from orders.providers.base import ProviderError
@@ -77,11 +78,15 @@ class Command(BaseCommand):
             status, provider_reference = AttemptStatus.UNKNOWN, ""
             self.stderr.write(_("%(reference)s: payment start failed (%(kind)s); result unknown.")
                               % {"reference": reference, "kind": exc.kind})
-        create_payment_attempt(
-            order=order, provider=provider, provider_reference=provider_reference, idempotency_key=idempotency_key,
-            status=status, actor=Actor.system("demo-traffic"),
-            next_check_at=first_check_at(provider, shop.pk, status, now=now),
-        )
+        try:
+            create_payment_attempt(
+                order=order, provider=provider, provider_reference=provider_reference, idempotency_key=idempotency_key,
+                status=status, actor=Actor.system("demo-traffic"),
+                next_check_at=first_check_at(provider, shop.pk, status, now=now),
+            )
+        except ValidationFailed:
+            # The provider's callback arrived first and the payment was already recorded from it.
+            status = _("recorded from the provider's callback")
         self.stdout.write(_("%(reference)s: %(amount)s %(currency)s at %(merchant)s, payment %(status)s")
                           % {"reference": reference, "amount": amount, "currency": order.currency,
                              "merchant": shop.code, "status": status})
