@@ -1,4 +1,5 @@
 from django.apps import AppConfig
+from django.contrib.admin.apps import AdminConfig
 from django.db.models.signals import post_migrate
 from django.utils.translation import gettext_lazy as _
 
@@ -12,3 +13,7 @@ class BackofficeConfig(AppConfig):
 
         # After every migrate, so groups pick up the permissions of newly added models.
         post_migrate.connect(ensure_staff_groups, dispatch_uid="backoffice.ensure_staff_groups")
+
+
+class StaffAdminConfig(AdminConfig):
+    default_site = "backoffice.admin_site.StaffAdminSite"

@@ -23,3 +23,6 @@ if os.environ.get("REDIS_URL"):
         }
     }
 LANGUAGE_CODE = "en"
+# Tests never collect static files; whitenoise serves them from the apps (finders).
+STATIC_ROOT = None
+WHITENOISE_USE_FINDERS = True

@@ -1,14 +1,9 @@
 from django.contrib import admin
 from django.urls import path
-from django.utils.translation import gettext_lazy as _
 from django.views.generic import RedirectView
 from django.views.i18n import set_language
 
 from orders.webhooks import provider_webhook
-
-admin.site.site_header = _("Order Recovery Desk")
-admin.site.site_title = _("Order Recovery Desk")
-admin.site.index_title = _("Back-office")
 
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="admin:index", permanent=False)),

@@ -55,6 +55,11 @@ class Merchant(models.Model):
     )
     default_currency = models.CharField(_("default currency"), max_length=3, default="CNY", validators=[currency_validator])
     active = models.BooleanField(_("active"), default=True)
+    mark_paid_approval_above = models.DecimalField(
+        _("second approval above"), **MONEY, null=True, blank=True,
+        help_text=_("Marking an order paid by hand above this amount needs a second staff member's approval. "
+                    "Empty: never."),
+    )
     created_at = models.DateTimeField(_("created"), default=timezone.now)
 
     class Meta:
@@ -200,11 +205,26 @@ class Order(models.Model):
     sweep_due_at = models.DateTimeField(_("next diagnosis"), null=True, blank=True, editable=False)
     confirmation_failures = models.PositiveSmallIntegerField(_("failed confirmations"), default=0)
     confirm_retry_at = models.DateTimeField(_("next confirmation retry"), null=True, blank=True)
+    assignee = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="assigned_orders",
+        verbose_name=_("assignee"),
+    )
 
     class Meta:
         verbose_name = _("order")
         verbose_name_plural = _("orders")
         ordering = ["-submitted_at", "-id"]
+        # Guarded staff actions; each is granted to groups in backoffice/roles.py.
+        permissions = [
+            ("check_now", _("Can check an order's payment now")),
+            ("mark_paid", _("Can mark an order paid by hand")),
+            ("approve_mark_paid", _("Can approve another person's mark-paid request")),
+            ("mark_failed", _("Can mark an order's payment failed")),
+            ("cancel_order", _("Can cancel an order")),
+            ("retry_confirmation", _("Can retry an order's confirmation")),
+            ("assign_order", _("Can assign orders")),
+            ("add_note", _("Can add staff notes to orders")),
+        ]
         constraints = [
             models.UniqueConstraint(fields=["merchant", "reference"], name="order_unique_reference_per_merchant"),
             models.CheckConstraint(condition=Q(status__in=OrderStatus.values), name="order_status_valid"),
@@ -244,6 +264,7 @@ class Order(models.Model):
             models.Index(fields=["-submitted_at", "-id"], name="order_recent_idx"),
             models.Index(fields=["customer_email"], name="order_customer_email_idx"),
             models.Index(fields=["sweep_due_at"], name="order_sweep_due_idx", condition=Q(sweep_due_at__isnull=False)),
+            models.Index(fields=["assignee", "stuck_since"], name="order_assignee_idx", condition=Q(assignee__isnull=False)),
             models.Index(
                 fields=["confirm_retry_at"], name="order_confirm_retry_idx", condition=Q(confirm_retry_at__isnull=False)
             ),
@@ -418,6 +439,9 @@ class EventKind(models.TextChoices):
     UNFLAGGED = "unflagged", _("No longer unreturned")
     REVIEW_REQUESTED = "review_requested", _("Needs review")
     CONFIRMATION_FAILED = "confirmation_failed", _("Confirmation failed")
+    APPROVAL_REQUESTED = "approval_requested", _("Second approval requested")
+    APPROVAL_DECIDED = "approval_decided", _("Second approval decided")
+    ASSIGNED = "assigned", _("Assigned")
     RESULT_APPLIED = "result_applied", _("Provider result applied")
     ACCESS_REPORTED = "access_reported", _("Reported missing by a user")
     NOTE = "note", _("Staff note")
@@ -464,3 +488,76 @@ class OrderEvent(models.Model):
         # A new instance carrying an existing pk would otherwise become an UPDATE of that event.
         kwargs["force_insert"] = True
         super().save(*args, **kwargs)
+
+
+class ApprovalStatus(models.TextChoices):
+    PENDING = "pending", _("Pending")
+    APPROVED = "approved", _("Approved")
+    REJECTED = "rejected", _("Rejected")
+
+
+class PaymentApproval(models.Model):
+    """A mark-paid request above the merchant's limit, waiting for a second staff member."""
+
+    Status = ApprovalStatus
+
+    order = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="approvals", verbose_name=_("order"))
+    provider = models.CharField(_("provider"), max_length=32)
+    provider_reference = models.CharField(_("provider reference"), max_length=128)
+    amount = models.DecimalField(_("amount"), **MONEY)
+    currency = models.CharField(_("currency"), max_length=3)
+    reason = models.TextField(_("reason"))
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+", verbose_name=_("requested by")
+    )
+    requested_at = models.DateTimeField(_("requested"), default=timezone.now)
+    status = models.CharField(_("status"), max_length=16, choices=ApprovalStatus.choices, default=ApprovalStatus.PENDING)
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+",
+        verbose_name=_("decided by"),
+    )
+    decided_at = models.DateTimeField(_("decided"), null=True, blank=True)
+    decision_note = models.TextField(_("decision note"), blank=True)
+
+    class Meta:
+        verbose_name = _("mark-paid approval")
+        verbose_name_plural = _("mark-paid approvals")
+        ordering = ["-requested_at", "-id"]
+        constraints = [
+            models.CheckConstraint(condition=Q(status__in=ApprovalStatus.values), name="approval_status_valid"),
+            models.CheckConstraint(condition=~Q(reason=""), name="approval_reason_required"),
+            # Four eyes: the person who asked never decides.
+            models.CheckConstraint(
+                condition=Q(decided_by__isnull=True) | ~Q(decided_by=models.F("requested_by")),
+                name="approval_four_eyes",
+            ),
+            models.CheckConstraint(
+                condition=Q(status=ApprovalStatus.PENDING, decided_by__isnull=True, decided_at__isnull=True)
+                | (~Q(status=ApprovalStatus.PENDING) & Q(decided_by__isnull=False, decided_at__isnull=False)),
+                name="approval_decision_consistent",
+            ),
+            models.UniqueConstraint(
+                fields=["order"], condition=Q(status=ApprovalStatus.PENDING), name="approval_one_pending_per_order"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.order} ({self.get_status_display()})"
+
+
+class UnreturnedSnapshot(models.Model):
+    """The unreturned backlog as the sweep last counted it: the dashboard's trend and the
+    metrics read these instead of scanning orders."""
+
+    taken_at = models.DateTimeField(_("taken"), default=timezone.now, db_index=True)
+    total = models.PositiveIntegerField(_("unreturned"))
+    needs_review = models.PositiveIntegerField(_("needs review"))
+    by_cause = models.JSONField(_("by cause"), default=dict)
+    by_category = models.JSONField(_("by category"), default=dict)
+    by_provider = models.JSONField(_("by provider"), default=dict)
+    by_age = models.JSONField(_("by age"), default=dict)
+
+    class Meta:
+        verbose_name = _("unreturned snapshot")
+        verbose_name_plural = _("unreturned snapshots")
+        ordering = ["-taken_at"]

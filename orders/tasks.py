@@ -9,6 +9,7 @@ from orders.exceptions import DomainError
 from orders.models import Order, PaymentCheck
 from orders.recheck import check_attempts, recheck_due
 from orders.services import confirm_order
+from orders.snapshots import take_snapshot_if_due
 from orders.states import OrderStatus
 from orders.sweep import sweep_unreturned
 
@@ -25,6 +26,7 @@ def recheck_attempt(attempt_id: int, source: str = PaymentCheck.Source.CALLBACK)
 
 def sweep_unreturned_orders() -> str:
     report = sweep_unreturned()
+    take_snapshot_if_due()
     c = report.counts
     return f"orders={report.orders} flagged={c.flagged} changed={c.changed} unflagged={c.unflagged}"
 
