@@ -9,21 +9,15 @@ from __future__ import annotations
 from django.contrib import admin
 from django.utils.translation import gettext_lazy as _
 
-from orders.admin import AttemptInline, EventInline, ExactSearchMixin
+from backoffice.order_actions import OrderActionsMixin
+from backoffice.worklist import WorklistMixin
+from orders.admin import AttemptInline, ExactSearchMixin
 from orders.models import Order
 
 
 @admin.register(Order)
-class OrderAdmin(ExactSearchMixin, admin.ModelAdmin):
-    list_display = ["reference", "merchant_code", "status", "money", "submitted_at", "stuck_since", "stuck_cause",
-                    "needs_review"]
-    list_filter = ["status", "stuck_category", "stuck_cause", "needs_review"]
-    list_select_related = ["merchant"]
-    exact_search_fields = ("reference", "customer_email", "attempts__provider_reference")
-    search_help_text = _("Exact order reference, provider reference or customer email.")
-    show_full_result_count = False
-    show_facets = admin.ShowFacets.NEVER
-    list_per_page = 50
+class OrderAdmin(WorklistMixin, OrderActionsMixin, ExactSearchMixin, admin.ModelAdmin):
+    # The worklist (columns, filters, search, paging, CSV export) comes from WorklistMixin.
     readonly_fields = [
         "merchant", "reference", "amount", "currency", "captured_amount", "status", "submitted_at",
         "status_changed_at", "updated_at", "stuck_since", "stuck_cause", "stuck_category", "needs_review",
@@ -36,20 +30,8 @@ class OrderAdmin(ExactSearchMixin, admin.ModelAdmin):
         (_("Timing"), {"fields": ["submitted_at", "status_changed_at", "updated_at"]}),
         (_("Fulfilment"), {"fields": ["receipt_number", "dispatch_number"]}),
     ]
-    inlines = [AttemptInline, EventInline]
-
-    @admin.display(description=_("merchant"), ordering="merchant__code")
-    def merchant_code(self, obj: Order) -> str:
-        return obj.merchant.code
-
-    @admin.display(description=_("amount"), ordering="amount")
-    def money(self, obj: Order) -> str:
-        return f"{obj.amount} {obj.currency}"
-
-    def get_search_results(self, request, queryset, search_term):
-        queryset, _dupes = super().get_search_results(request, queryset, search_term)
-        # A provider reference joins attempts; one order may match through several.
-        return queryset.distinct() if search_term.strip() else queryset, False
+    # Events, checks and callbacks show on the order page's timeline instead of inlines.
+    inlines = [AttemptInline]
 
     def has_add_permission(self, request) -> bool:
         return False

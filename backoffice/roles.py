@@ -9,48 +9,57 @@ from __future__ import annotations
 from django.utils.translation import gettext_noop
 
 # group name -> permission codenames ("app_label.codename")
+_READ = [
+    "orders.view_merchant",
+    "orders.view_merchantmembership",
+    "orders.view_order",
+    "orders.view_paymentattempt",
+    "orders.view_paymentcheck",
+    "orders.view_providercallback",
+    "orders.view_orderevent",
+    "orders.view_paymentapproval",
+    "orders.view_recheckpolicy",
+]
+# Fixing a customer's address or phone is editing the order; status and money stay read-only.
+_AGENT = [*_READ, "orders.change_order", "orders.check_now", "orders.add_note", "orders.assign_order",
+          "orders.retry_confirmation", "orders.cancel_order", "orders.mark_paid", "orders.mark_failed"]
+
+# group name -> permission codenames ("app_label.codename")
 STAFF_GROUPS: dict[str, list[str]] = {
-    gettext_noop("Support agent"): [
-        "orders.view_merchant",
-        "orders.view_merchantmembership",
-        "orders.view_order",
-        "orders.view_paymentattempt",
-        "orders.view_paymentcheck",
-        "orders.view_providercallback",
-        "orders.view_orderevent",
-    ],
-    gettext_noop("Support lead"): [
-        "orders.view_merchant",
-        "orders.view_merchantmembership",
-        "orders.view_order",
-        "orders.view_paymentattempt",
-        "orders.view_paymentcheck",
-        "orders.view_providercallback",
-        "orders.view_orderevent",
-    ],
+    gettext_noop("Support agent"): _AGENT,
+    # Leads are the second pair of eyes for mark-paid above a merchant's limit.
+    gettext_noop("Support lead"): [*_AGENT, "orders.approve_mark_paid"],
     gettext_noop("Payments operations"): [
-        "orders.view_merchant",
+        *_READ,
         "orders.change_merchant",
-        "orders.view_merchantmembership",
         "orders.add_merchantmembership",
         "orders.change_merchantmembership",
         "orders.delete_merchantmembership",
-        "orders.view_order",
-        "orders.view_paymentattempt",
-        "orders.view_paymentcheck",
-        "orders.view_providercallback",
-        "orders.view_orderevent",
         "orders.change_providercallback",
-        "orders.view_recheckpolicy",
         "orders.add_recheckpolicy",
         "orders.change_recheckpolicy",
         "orders.delete_recheckpolicy",
+        "orders.check_now",
+        "orders.add_note",
+        "orders.mark_paid",
+        "orders.mark_failed",
+        "orders.approve_mark_paid",
+        "orders.retry_confirmation",
     ],
 }
 
 
 def ensure_staff_groups(**kwargs) -> None:
+    from django.apps import apps as global_apps
+    from django.contrib.auth.management import create_permissions
     from django.contrib.auth.models import Group, Permission
+
+    if kwargs.get("app_config") is not None and kwargs["app_config"].label != "orders":
+        return
+    # Receivers run in the order they were connected, and ours may run before auth creates the
+    # permissions of a model added by this very migrate: create them first (idempotent).
+    for app_config in global_apps.get_app_configs():
+        create_permissions(app_config, verbosity=0, using=kwargs.get("using", "default"))
 
     for name, codenames in STAFF_GROUPS.items():
         group, _ = Group.objects.get_or_create(name=name)
@@ -60,4 +69,4 @@ def ensure_staff_groups(**kwargs) -> None:
             perm = Permission.objects.filter(content_type__app_label=app_label, codename=codename).first()
             if perm is not None:  # not yet created on the very first migrate of an app
                 wanted.append(perm)
-        group.permissions.add(*wanted)
+        group.permissions.set(wanted)

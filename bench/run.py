@@ -70,7 +70,7 @@ def ensure_database(url: str) -> None:
             conn.execute(f'CREATE DATABASE "{name}"')
 
 
-def setup_django(url: str) -> None:
+def setup_django(url: str, *, migrate: bool = True) -> None:
     os.environ["DATABASE_URL"] = url
     os.environ["DEBUG"] = "1"
     os.environ["DJANGO_SETTINGS_MODULE"] = "backoffice.settings"
@@ -82,6 +82,8 @@ def setup_django(url: str) -> None:
     from django.db import connection
     from django.db.migrations.executor import MigrationExecutor
 
+    if not migrate:
+        return
     executor = MigrationExecutor(connection)
     if executor.migration_plan(executor.loader.graph.leaf_nodes()):
         print("database: migrating")

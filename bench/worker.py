@@ -32,7 +32,11 @@ def run_alongside(args: list[str], mine: Callable[[], Any], *, env: dict[str, st
     child = subprocess.Popen([sys.executable, "-m", "bench.worker", *args], cwd=ROOT, env={**os.environ, **(env or {})},
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
-        if child.stdout.readline().strip() != "ready":
+        for line in child.stdout:
+            if line.strip() == "ready":
+                break
+            print(f"  (worker) {line.rstrip()}")
+        else:
             raise RuntimeError(f"the second worker ({' '.join(args)}) did not start")
         connection.close()  # start from a fresh connection, like the worker
         child.stdin.write("go\n")
@@ -40,7 +44,14 @@ def run_alongside(args: list[str], mine: Callable[[], Any], *, env: dict[str, st
         started = time.perf_counter()
         result = mine()
         mine_done = time.perf_counter() - started
-        theirs = json.loads(child.stdout.readline())
+        theirs = None
+        for line in child.stdout:
+            if line.startswith("{"):
+                theirs = json.loads(line)
+                break
+            print(f"  (worker) {line.rstrip()}")
+        if theirs is None:
+            raise RuntimeError(f"the second worker ({' '.join(args)}) stopped without a report")
         child.wait(timeout=60)
     finally:
         if child.poll() is None:
@@ -51,7 +62,8 @@ def run_alongside(args: list[str], mine: Callable[[], Any], *, env: dict[str, st
 def main(argv: list[str]) -> None:
     from bench.run import setup_django
 
-    setup_django(os.environ["DATABASE_URL"])
+    # The parent has migrated; a migration added since then must not hold this worker up.
+    setup_django(os.environ["DATABASE_URL"], migrate=False)
     from django.db import connection
 
     kind = argv[0]

@@ -13,6 +13,7 @@ from orders.models import (
     MerchantMembership,
     Order,
     OrderEvent,
+    PaymentApproval,
     PaymentAttempt,
     PaymentCheck,
     ProviderCallback,
@@ -168,4 +169,15 @@ class OrderEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ["created_at", "order", "kind", "actor_kind", "actor_user", "message"]
     list_filter = ["kind", "actor_kind"]
     list_select_related = ["order", "actor_user"]
+    show_full_result_count = False
+
+
+@admin.register(PaymentApproval)
+class PaymentApprovalAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Mark-paid requests waiting for a second person; they are decided on the order page."""
+
+    list_display = ["order", "amount", "currency", "provider_reference", "requested_by", "requested_at", "status",
+                    "decided_by"]
+    list_filter = ["status"]
+    list_select_related = ["order", "order__merchant", "requested_by", "decided_by"]
     show_full_result_count = False

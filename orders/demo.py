@@ -1233,6 +1233,103 @@ def seed_demo(
         return result
     generated = generate_orders(merchants=merchants, users=users, orders=orders, seed=seed, now=now,
                                 progress=progress)
+    backfill_unreturned_snapshots(now=now)
     generated.merchants, generated.users = result.merchants, result.users
     return generated
 
+
+
+# --- backlog history ------------------------------------------------------------------------
+
+BACKFILL_DAYS = 7
+BACKFILL_RECENT = timedelta(hours=24)  # every 15 minutes in the last day, hourly before
+
+
+def _backfill_times(now: datetime) -> list[datetime]:
+    recent = [now - timedelta(minutes=15 * k) for k in range(int(BACKFILL_RECENT / timedelta(minutes=15)) + 1)]
+    older = [now - timedelta(hours=h) for h in range(int(BACKFILL_RECENT / timedelta(hours=1)) + 1,
+                                                     BACKFILL_DAYS * 24 + 1)]
+    return sorted(recent + older)
+
+
+def backfill_unreturned_snapshots(*, now: datetime) -> int:
+    """Unreturned snapshots for the week before `now`, as the sweep would have taken them.
+
+    The seeded orders carry their own history: each flag is a `flagged` event with its cause,
+    review requests are `review_requested` events, and a flag ends at the order's
+    `resolved_at` (or is still open). Counting those intervals at each point gives the
+    dashboard's trend charts a deterministic week instead of an empty week. The last point,
+    at `now`, equals `orders.snapshots.unreturned_counts(now=now)`. Does nothing when
+    snapshots of that week already exist.
+    """
+    from bisect import bisect_left
+
+    from orders.models import UnreturnedSnapshot
+    from orders.snapshots import AGE_BUCKETS
+
+    start = now - timedelta(days=BACKFILL_DAYS)
+    if UnreturnedSnapshot.objects.filter(taken_at__gte=start).exists():
+        return 0
+    times = _backfill_times(now)
+    demo_codes = [spec.code for spec in DEMO_MERCHANTS]
+    flags: dict[int, tuple[datetime, str, str]] = {}
+    reviews: dict[int, datetime] = {}
+    resolved: dict[int, datetime | None] = {}
+    rows = (
+        OrderEvent.objects.filter(kind__in=[Kind.FLAGGED, Kind.REVIEW_REQUESTED], order__merchant__code__in=demo_codes)
+        .order_by("created_at", "id")
+        .values_list("order_id", "kind", "created_at", "data", "order__resolved_at")
+    )
+    for order_id, kind, at, data, resolved_at in rows:
+        resolved[order_id] = resolved_at
+        if kind == Kind.FLAGGED:
+            flags.setdefault(order_id, (at, data.get("cause", ""), data.get("category", "")))
+        else:
+            reviews.setdefault(order_id, at)
+    providers: dict[int, list[tuple[datetime, str]]] = {}
+    attempts = (
+        PaymentAttempt.objects.filter(order_id__in=list(flags))
+        .order_by("created_at", "id")
+        .values_list("order_id", "created_at", "provider")
+    ) if flags else []
+    for order_id, created_at, provider in attempts:
+        providers.setdefault(order_id, []).append((created_at, provider))
+
+    points: list[dict[str, Any]] = [
+        {"total": 0, "needs_review": 0, "by_cause": Counter(), "by_category": Counter(), "by_provider": Counter(),
+         "by_age": dict.fromkeys(AGE_BUCKETS, 0)}
+        for _t in times
+    ]
+    for order_id, (since, cause, category) in flags.items():
+        end = resolved[order_id]
+        # Points at which the flag was open: since <= t < end.
+        first = bisect_left(times, since)
+        last = bisect_left(times, end) if end is not None else len(times)
+        review = reviews.get(order_id)
+        for index in range(first, last):
+            t = times[index]
+            point = points[index]
+            point["total"] += 1
+            point["by_cause"][cause] += 1
+            point["by_category"][category] += 1
+            if review is not None and review <= t:
+                point["needs_review"] += 1
+            seen = {provider for created_at, provider in providers.get(order_id, ()) if created_at <= t}
+            for provider in seen:
+                point["by_provider"][provider] += 1
+            age = t - since
+            for code, (low, high) in AGE_BUCKETS.items():
+                if low <= age and (high is None or age < high):
+                    point["by_age"][code] += 1
+                    break
+    UnreturnedSnapshot.objects.bulk_create(
+        [
+            UnreturnedSnapshot(
+                taken_at=t, total=p["total"], needs_review=p["needs_review"], by_cause=dict(p["by_cause"]),
+                by_category=dict(p["by_category"]), by_provider=dict(p["by_provider"]), by_age=p["by_age"],
+            )
+            for t, p in zip(times, points)
+        ],
+        batch_size=500,
+    )
+    return len(times)

@@ -262,7 +262,17 @@ class Order(models.Model):
             models.Index(fields=["id"], name="order_needs_review_idx", condition=Q(needs_review=True)),
             models.Index(fields=["merchant", "-submitted_at"], name="order_merchant_recent_idx"),
             models.Index(fields=["-submitted_at", "-id"], name="order_recent_idx"),
-            models.Index(fields=["customer_email"], name="order_customer_email_idx"),
+            # Worklist search: exact or prefix ("ORD-2024*") on each column. The pattern opclass
+            # serves both `=` and `LIKE 'prefix%'` whatever the database collation.
+            models.Index(fields=["reference"], name="order_reference_search_idx", opclasses=["varchar_pattern_ops"]),
+            models.Index(
+                fields=["customer_email"], name="order_email_search_idx", opclasses=["varchar_pattern_ops"]
+            ),
+            models.Index(
+                fields=["customer_phone"], name="order_phone_search_idx", opclasses=["varchar_pattern_ops"]
+            ),
+            # The status filter of the worklist, newest first.
+            models.Index(fields=["status", "-submitted_at"], name="order_status_recent_idx"),
             models.Index(fields=["sweep_due_at"], name="order_sweep_due_idx", condition=Q(sweep_due_at__isnull=False)),
             models.Index(fields=["assignee", "stuck_since"], name="order_assignee_idx", condition=Q(assignee__isnull=False)),
             models.Index(
@@ -326,6 +336,10 @@ class PaymentAttempt(models.Model):
             models.Index(fields=["provider", "status", "created_at"], name="attempt_provider_status_idx"),
             # The outage detector looks at attempts created in the last minutes.
             models.Index(fields=["created_at"], name="attempt_created_idx"),
+            # Worklist search by provider reference, exact or prefix (see Order's search indexes).
+            models.Index(
+                fields=["provider_reference"], name="attempt_provider_ref_idx", opclasses=["varchar_pattern_ops"]
+            ),
         ]
 
     def __str__(self) -> str:

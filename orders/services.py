@@ -28,7 +28,7 @@ from orders.actors import Actor
 from orders.causes import Cause, category_of
 from orders.currencies import MINOR_UNITS, is_currency
 from orders.exceptions import DomainError, IllegalTransition, ValidationFailed
-from orders.models import Merchant, Order, OrderEvent, PaymentAttempt, PaymentCheck
+from orders.models import Merchant, Order, OrderEvent, PaymentApproval, PaymentAttempt, PaymentCheck
 from orders.policy import PolicyBook, next_check_at
 from orders.providers.base import ProviderError, ProviderResult
 from orders.signals import order_state_changed
@@ -1062,3 +1062,203 @@ def adopt_provider_payment(
                 data={"attempt_id": attempt.pk},
             )
     return attempt
+
+
+# --- staff resolutions ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MarkPaidResult:
+    order: Order
+    approval: "PaymentApproval | None" = None  # set when a second person must approve first
+
+    @property
+    def applied(self) -> bool:
+        return self.approval is None
+
+
+def _require_reason(reason: str) -> str:
+    reason = (reason or "").strip()
+    if not reason:
+        raise ValidationFailed(_("Give a reason: it is kept on the order's timeline."))
+    return reason
+
+
+def add_staff_note(*, order: Order | int, text: str, actor: Actor) -> OrderEvent:
+    """Append a staff note to the order's timeline (notes are never edited)."""
+    text = (text or "").strip()
+    if not text:
+        raise ValidationFailed(_("A note cannot be empty."))
+    if len(text) > 5000:
+        raise ValidationFailed(_("A note is at most 5,000 characters."))
+    order_id = order if isinstance(order, int) else order.pk
+    with transaction.atomic():
+        locked = _lock_order(order_id)
+        return _record_event(order=locked, kind=Kind.NOTE, actor=actor, message=text)
+
+
+def assign_order(*, order: Order | int, assignee, actor: Actor) -> Order:
+    order_id = order if isinstance(order, int) else order.pk
+    with transaction.atomic():
+        locked = _lock_order(order_id)
+        if locked.assignee_id == getattr(assignee, "pk", None):
+            return locked
+        previous = locked.assignee_id
+        locked.assignee = assignee
+        locked.save(update_fields=["assignee", "updated_at"])
+        _record_event(
+            order=locked, kind=Kind.ASSIGNED, actor=actor,
+            message=(_("Assigned to %(user)s.") % {"user": assignee.get_username()}) if assignee else _("Unassigned."),
+            data={"assignee_id": getattr(assignee, "pk", None), "previous_assignee_id": previous},
+        )
+    return locked
+
+
+def request_mark_paid(
+    *, order: Order | int, provider_reference: str, reason: str, actor: Actor, provider: str = ""
+) -> MarkPaidResult:
+    """A person says the customer paid: apply it, or, above the merchant's limit, ask a second
+    staff member to approve first."""
+    reason = _require_reason(reason)
+    provider_reference = (provider_reference or "").strip()
+    if not provider_reference:
+        raise ValidationFailed(_("Give the provider's reference of the payment as evidence."))
+    order_id = order if isinstance(order, int) else order.pk
+    with transaction.atomic():
+        locked = _lock_order(order_id)
+        provider = provider or _provider_for(locked, provider_reference)
+        _check_can_mark_paid(locked, provider, provider_reference)
+        limit = locked.merchant.mark_paid_approval_above
+        if limit is not None and locked.amount > limit:
+            if locked.approvals.filter(status=PaymentApproval.Status.PENDING).exists():
+                raise ValidationFailed(_("A mark-paid request for this order is already waiting for approval."))
+            approval = PaymentApproval.objects.create(
+                order=locked, provider=provider, provider_reference=provider_reference, amount=locked.amount,
+                currency=locked.currency, reason=reason, requested_by=actor.user,
+            )
+            _record_event(
+                order=locked, kind=Kind.APPROVAL_REQUESTED, actor=actor,
+                message=_("Mark paid with %(provider)s payment %(reference)s, above %(limit)s %(currency)s: waiting "
+                          "for a second staff member. Reason: %(reason)s")
+                % {"provider": provider, "reference": provider_reference, "limit": limit,
+                   "currency": locked.currency, "reason": reason},
+                data={"approval_id": approval.pk, "provider_reference": provider_reference},
+            )
+            return MarkPaidResult(locked, approval)
+        _apply_mark_paid(locked, provider=provider, provider_reference=provider_reference, reason=reason, actor=actor)
+    return MarkPaidResult(locked)
+
+
+def decide_mark_paid(*, approval: "PaymentApproval | int", approve: bool, actor: Actor, note: str = "") -> "PaymentApproval":
+    """The second pair of eyes: approve (the order is marked paid) or reject a request."""
+    approval_id = approval if isinstance(approval, int) else approval.pk
+    with transaction.atomic():
+        order_id = PaymentApproval.objects.values_list("order_id", flat=True).get(pk=approval_id)
+        locked = _lock_order(order_id)
+        current = PaymentApproval.objects.select_for_update().get(pk=approval_id)
+        if current.status != PaymentApproval.Status.PENDING:
+            raise ValidationFailed(_("This request was already %(status)s.") % {"status": current.get_status_display()})
+        if actor.user_id is None or actor.user_id == current.requested_by_id:
+            raise ValidationFailed(_("You asked for this; another staff member must decide it."))
+        if not approve and not (note or "").strip():
+            raise ValidationFailed(_("Say why you reject the request."))
+        if approve:
+            _apply_mark_paid(locked, provider=current.provider, provider_reference=current.provider_reference,
+                             reason=current.reason, actor=actor, approval=current)
+        current.status = PaymentApproval.Status.APPROVED if approve else PaymentApproval.Status.REJECTED
+        current.decided_by, current.decided_at, current.decision_note = actor.user, timezone.now(), (note or "").strip()
+        current.save(update_fields=["status", "decided_by", "decided_at", "decision_note"])
+        _record_event(
+            order=locked, kind=Kind.APPROVAL_DECIDED, actor=actor,
+            message=(_("Mark-paid request approved.") if approve else _("Mark-paid request rejected: %(note)s")
+                     % {"note": current.decision_note}),
+            data={"approval_id": current.pk, "approved": approve, "requested_by": current.requested_by_id},
+        )
+    return current
+
+
+def _provider_for(order: Order, provider_reference: str) -> str:
+    known = order.attempts.filter(provider_reference=provider_reference).values_list("provider", flat=True).first()
+    if known:
+        return known
+    latest = order.attempts.order_by("-created_at", "-id").values_list("provider", flat=True).first()
+    return latest or "manual"
+
+
+def _check_can_mark_paid(order: Order, provider: str, provider_reference: str) -> None:
+    if order.status not in (OrderStatus.SUBMITTED, OrderStatus.PAYMENT_PENDING, OrderStatus.PAYMENT_FAILED):
+        raise IllegalTransition(
+            _("Order %(reference)s is %(status)s; only an unpaid order can be marked paid.")
+            % {"reference": order.reference, "status": OrderStatus(order.status).label}
+        )
+    attempt = PaymentAttempt.objects.filter(provider=provider, provider_reference=provider_reference).first()
+    if attempt is not None and attempt.order_id != order.pk:
+        raise ValidationFailed(_("Payment %(reference)s belongs to another order.") % {"reference": provider_reference})
+    if attempt is not None and attempt.status in (AttemptStatus.FAILED, AttemptStatus.EXPIRED, AttemptStatus.CANCELLED):
+        raise ValidationFailed(
+            _("The provider reported payment %(reference)s as %(status)s; it cannot be marked paid by hand.")
+            % {"reference": provider_reference, "status": AttemptStatus(attempt.status).label}
+        )
+
+
+def _apply_mark_paid(
+    locked: Order, *, provider: str, provider_reference: str, reason: str, actor: Actor, approval=None
+) -> None:
+    _check_can_mark_paid(locked, provider, provider_reference)
+    data = {"provider_reference": provider_reference, "manual": True,
+            **({"approval_id": approval.pk} if approval is not None else {})}
+    attempt = PaymentAttempt.objects.select_for_update().filter(
+        provider=provider, provider_reference=provider_reference).first()
+    if attempt is None:
+        attempt = PaymentAttempt.objects.create(
+            order=locked, provider=provider, provider_reference=provider_reference,
+            idempotency_key=f"manual-{uuid.uuid4().hex}", amount=locked.amount, currency=locked.currency,
+            status=AttemptStatus.PENDING,
+        )
+        _record_event(order=locked, attempt=attempt, kind=Kind.ATTEMPT_CREATED, actor=actor,
+                      message=_("Payment %(reference)s recorded by hand.") % {"reference": provider_reference},
+                      data={"attempt_id": attempt.pk, **data})
+    if attempt.status != AttemptStatus.SUCCEEDED:
+        _move_attempt(locked, attempt, to=AttemptStatus.SUCCEEDED, actor=actor, reason=reason, data=data)
+    if locked.status != OrderStatus.PAYMENT_PENDING:
+        _move_order(locked, to=OrderStatus.PAYMENT_PENDING, actor=actor, reason=reason, data=data)
+    _move_order(locked, to=OrderStatus.PAID, actor=actor, reason=reason, data={**data, "attempt_id": attempt.pk},
+                changes={"captured_amount": attempt.amount, "needs_review": False})
+    order_id = locked.pk
+    transaction.on_commit(lambda: _enqueue_confirmation(order_id))
+
+
+def staff_mark_failed(*, order: Order | int, reason: str, actor: Actor) -> Order:
+    """A person decides the payment failed: open attempts fail and the order waits for a retry."""
+    reason = _require_reason(reason)
+    order_id = order if isinstance(order, int) else order.pk
+    with transaction.atomic():
+        locked = _lock_order(order_id)
+        if locked.status != OrderStatus.PAYMENT_PENDING:
+            raise IllegalTransition(
+                _("Order %(reference)s is %(status)s; only an order waiting for its payment can be marked failed.")
+                % {"reference": locked.reference, "status": OrderStatus(locked.status).label}
+            )
+        if locked.attempts.filter(status=AttemptStatus.SUCCEEDED).exists():
+            raise ValidationFailed(_("A payment of this order succeeded; it cannot be marked failed."))
+        for attempt in locked.attempts.select_for_update().filter(status__in=sorted(ATTEMPT_OPEN)):
+            _move_attempt(locked, attempt, to=AttemptStatus.FAILED, actor=actor, reason=reason,
+                          failure_code="marked_failed_by_staff", data={"manual": True})
+        return _move_order(locked, to=OrderStatus.PAYMENT_FAILED, actor=actor, reason=reason,
+                           data={"manual": True}, changes={"needs_review": False})
+
+
+def staff_cancel_order(*, order: Order | int, reason: str, actor: Actor) -> Order:
+    """Cancel an unpaid order; open attempts are cancelled with it."""
+    reason = _require_reason(reason)
+    order_id = order if isinstance(order, int) else order.pk
+    with transaction.atomic():
+        locked = _lock_order(order_id)
+        if locked.attempts.filter(status=AttemptStatus.SUCCEEDED).exists():
+            raise ValidationFailed(_("Money was taken for this order: refund it instead of cancelling."))
+        if not order_move_allowed(locked.status, OrderStatus.CANCELLED):
+            return _move_order(locked, to=OrderStatus.CANCELLED, actor=actor, reason=reason)  # raises, explained
+        for attempt in locked.attempts.select_for_update().filter(status__in=sorted(ATTEMPT_OPEN)):
+            _move_attempt(locked, attempt, to=AttemptStatus.CANCELLED, actor=actor, reason=reason,
+                          data={"manual": True})
+        return _move_order(locked, to=OrderStatus.CANCELLED, actor=actor, reason=reason, data={"manual": True})

@@ -51,3 +51,20 @@ def retry_confirmations(limit: int = 200) -> str:
     for order_id in due:
         confirm_order_task(order_id)
     return f"retried={len(due)}"
+
+
+def check_orders_now(order_ids: list[int], user_id: int | None = None) -> str:
+    """A bulk "check now" from the worklist: every open attempt of these orders, as that person."""
+    from django.contrib.auth import get_user_model
+
+    from orders.recheck import check_attempts
+    from orders.models import PaymentAttempt
+    from orders.states import ATTEMPT_OPEN
+
+    user = get_user_model().objects.filter(pk=user_id).first() if user_id else None
+    actor = Actor.staff(user) if user else Actor.system()
+    ids = list(
+        PaymentAttempt.objects.filter(order_id__in=order_ids, status__in=sorted(ATTEMPT_OPEN)).values_list("pk", flat=True)
+    )
+    report = check_attempts(ids, source=PaymentCheck.Source.MANUAL, actor=actor)
+    return f"checked={report.checked} changed={report.changed}"
