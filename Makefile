@@ -26,6 +26,10 @@ test: setup
 bench: setup
 	DEBUG=1 $(BIN)/python bench/run.py $(BENCH_ARGS)
 
+# Staff pages of a fresh demo in English and Chinese, into docs/screenshots/ (needs Debian's chromium).
+screenshots: setup
+	$(BIN)/python -m tests.e2e.screenshots
+
 # Rebuild the Simplified Chinese catalogue after changing user-facing strings (needs GNU gettext).
 messages: setup
 	DEBUG=1 $(BIN)/python manage.py makemessages --locale zh_Hans --ignore '.venv/*' --ignore 'bench/*' --ignore 'tests/*' --no-obsolete

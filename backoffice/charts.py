@@ -144,7 +144,8 @@ class TrendChart:
 
         # Grid and value axis.
         parts.append(mark_safe('<g class="chart-grid" aria-hidden="true">'))
-        for value in range(0, y_max + 1, step):
+        # Without data a value scale would only suggest numbers that do not exist.
+        for value in range(0, y_max + 1, step) if points else ():
             y = y_of(value)
             parts.append(format_html('<line x1="{}" x2="{}" y1="{}" y2="{}"/>', left, right, _n(y), _n(y)))
             parts.append(format_html(
@@ -152,14 +153,16 @@ class TrendChart:
                 left - 6, _n(y), value,
             ))
         # Time axis.
-        for tick in time_ticks(self.start, self.end, every_hours=self.tick_hours):
+        for index, tick in enumerate(time_ticks(self.start, self.end, every_hours=self.tick_hours)):
             x = x_of(tick)
             local = timezone.localtime(tick)
             label = date_format(local, "MONTH_DAY_FORMAT") if self.tick_hours >= 24 else date_format(local, "H:i")
             parts.append(format_html('<line class="chart-tick" x1="{}" x2="{}" y1="{}" y2="{}"/>',
                                      _n(x), _n(x), bottom, bottom + 4))
+            # Every other label can be hidden by CSS where the chart is narrow.
             parts.append(format_html(
-                '<text class="chart-label" x="{}" y="{}" text-anchor="middle">{}</text>', _n(x), bottom + 17, label
+                '<text class="chart-label{}" x="{}" y="{}" text-anchor="middle">{}</text>',
+                " chart-label-alternate" if index % 2 else "", _n(x), bottom + 17, label,
             ))
         parts.append(format_html('<line class="chart-axis" x1="{}" x2="{}" y1="{}" y2="{}"/>',
                                  left, right, bottom, bottom))
@@ -204,7 +207,9 @@ class TrendChart:
                     point.total,
                 ) % {"time": point_label(point.at), "count": point.total, "review": point.needs_review}
                 if self.stack and point.parts:
-                    tip += "".join(f"\n{layer.label}: {value}" for layer, value in zip(self.stack, point.parts) if value)
+                    tip += "".join(
+                        f"\n{layer.label}: {value}" for layer, value in zip(self.stack, point.parts) if value
+                    )
                 parts.append(format_html(
                     '<circle class="chart-point" cx="{}" cy="{}" r="{}"><title>{}</title></circle>',
                     _n(x), _n(y_of(point.total)), radius, tip,

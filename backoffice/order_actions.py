@@ -387,6 +387,9 @@ class OrderActionsMixin:
             "count": queryset.count(),
             "action": action,
             "selected": request.POST.getlist(admin.helpers.ACTION_CHECKBOX_NAME),
+            # "All N orders" across pages: without it the second step would change only the
+            # rows ticked on the page, not the orders listed and counted above.
+            "select_across": "1" if request.POST.get("select_across") == "1" else "0",
         }
         return TemplateResponse(request, "admin/orders/order/bulk_reason.html", context)
 

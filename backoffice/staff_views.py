@@ -5,6 +5,7 @@ from __future__ import annotations
 from django import forms
 from django.contrib import admin
 from django.contrib.auth.decorators import permission_required
+from django.db.models import Q
 from django.template.response import TemplateResponse
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
@@ -27,8 +28,13 @@ class AccessQuestionForm(forms.Form):
         orders = Order.objects.select_related("merchant")
         if value.isdigit() and (found := orders.filter(pk=int(value)).first()):
             return found
-        code, _sep, reference = value.rpartition("/")
-        matches = list(orders.filter(reference=reference, **({"merchant__code": code} if code else {}))[:2])
+        # A reference may itself contain "/" (INV/2026/0042) but a merchant code, a slug, never
+        # does: try the whole text as a reference, and "code/reference" split at the first "/".
+        query = Q(reference=value)
+        code, sep, reference = value.partition("/")
+        if sep:
+            query |= Q(merchant__code=code, reference=reference)
+        matches = list(orders.filter(query)[:2])
         if not matches:
             raise forms.ValidationError(_("No order has this id or reference."))
         if len(matches) > 1:

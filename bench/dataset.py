@@ -517,7 +517,7 @@ def generate(*, orders: int, due: int, fp: str, log=print) -> Dataset:
              SELECT id, stuck_since, stuck_cause, stuck_category, needs_review, resolved_at, sweep_due_at
              FROM orders_order WHERE sweep_due_at <= %s""", [anchor])
     _exec("ALTER TABLE bench_sweep_snapshot ADD PRIMARY KEY (id)")
-    _exec("DROP TABLE bench_kind")
+    _exec("DROP TABLE bench_kind, bench_plan")
 
     counts = _table_counts()
     baseline = {t: _rows(f"SELECT COALESCE(max(id), 0) FROM {t}")[0][0] for t in TABLES}

@@ -1181,6 +1181,13 @@ def _provider_for(order: Order, provider_reference: str) -> str:
     known = order.attempts.filter(provider_reference=provider_reference).values_list("provider", flat=True).first()
     if known:
         return known
+    # A reference recorded for another order names its provider as well, so the check that
+    # follows refuses it; guessing this order's provider (or "manual") instead would record the
+    # same payment a second time, as evidence for a second order.
+    elsewhere = PaymentAttempt.objects.filter(provider_reference=provider_reference).values_list(
+        "provider", flat=True).first()
+    if elsewhere:
+        return elsewhere
     latest = order.attempts.order_by("-created_at", "-id").values_list("provider", flat=True).first()
     return latest or "manual"
 
