@@ -3,9 +3,14 @@ so that changing an id in a URL can never reach another merchant's data."""
 
 from __future__ import annotations
 
-from django.db.models import QuerySet
+import math
+from dataclasses import dataclass
+from datetime import datetime
 
-from orders.models import Merchant, MerchantMembership, Order, PaymentAttempt
+from django.db import connection
+from django.db.models import Count, Q, QuerySet
+
+from orders.models import Merchant, MerchantMembership, Order, PaymentAttempt, PaymentCheck
 
 
 def _is_back_office(user) -> bool:
@@ -34,3 +39,49 @@ def membership_of(user, merchant: Merchant) -> MerchantMembership | None:
     if not (user and user.is_authenticated):
         return None
     return MerchantMembership.objects.filter(user=user, merchant=merchant, merchant__active=True).first()
+
+
+@dataclass(frozen=True)
+class ProviderCheckStats:
+    provider: str
+    checks: int
+    errors: int
+    p95_latency_ms: int | None
+
+    @property
+    def error_rate(self) -> float:
+        return self.errors / self.checks if self.checks else 0.0
+
+
+def provider_check_stats(*, since: datetime) -> list[ProviderCheckStats]:
+    """Checks per provider since a moment: how many, how many failed, and the p95 latency.
+
+    On PostgreSQL the percentile is computed by the database; elsewhere from at most the
+    latest 5,000 latencies of each provider.
+    """
+    rows = (
+        PaymentCheck.objects.filter(checked_at__gte=since)
+        .values("attempt__provider")
+        .annotate(n=Count("pk"), errors=Count("pk", filter=~Q(error_kind=PaymentCheck.ErrorKind.NONE)))
+        .order_by("attempt__provider")
+    )
+    stats = []
+    for row in rows:
+        provider = row["attempt__provider"]
+        stats.append(ProviderCheckStats(provider, row["n"], row["errors"], _p95_latency(provider, since)))
+    return stats
+
+
+def _p95_latency(provider: str, since: datetime) -> int | None:
+    checks = PaymentCheck.objects.filter(checked_at__gte=since, attempt__provider=provider, latency_ms__isnull=False)
+    if connection.vendor == "postgresql":
+        sql, params = checks.values("latency_ms").query.sql_with_params()
+        with connection.cursor() as cursor:
+            cursor.execute(f"SELECT percentile_disc(0.95) WITHIN GROUP (ORDER BY latency_ms) FROM ({sql}) AS c", params)
+            value = cursor.fetchone()[0]
+        return int(value) if value is not None else None
+    latencies = sorted(checks.order_by("-checked_at").values_list("latency_ms", flat=True)[:5000])
+    if not latencies:
+        return None
+    # Nearest rank, like PostgreSQL's percentile_disc.
+    return int(latencies[max(0, math.ceil(0.95 * len(latencies)) - 1)])
