@@ -91,6 +91,13 @@ def _lock_order(order_id: int) -> Order:
     return Order.objects.select_for_update(of=("self",)).select_related("merchant").get(pk=order_id)
 
 
+def _lock_attempt(attempt_id: int) -> tuple[Order, PaymentAttempt]:
+    """Lock an attempt and its order, always the order first, so that concurrent writers of
+    one order queue instead of deadlocking."""
+    order_id = PaymentAttempt.objects.values_list("order_id", flat=True).get(pk=attempt_id)
+    return _lock_order(order_id), PaymentAttempt.objects.select_for_update().get(pk=attempt_id)
+
+
 def _notify_after_commit(*, order: Order, old_status: str, was_unreturned: bool, actor: Actor) -> None:
     payload = {
         "order_id": order.pk,
@@ -284,9 +291,7 @@ def mark_order_paid(*, attempt: PaymentAttempt | int, actor: Actor, reason: str 
     """Move the attempt's order to paid from a succeeded attempt whose money matches the order."""
     attempt_id = attempt if isinstance(attempt, int) else attempt.pk
     with transaction.atomic():
-        order_id = PaymentAttempt.objects.values_list("order_id", flat=True).get(pk=attempt_id)
-        locked = _lock_order(order_id)
-        current_attempt = PaymentAttempt.objects.select_for_update().get(pk=attempt_id)
+        locked, current_attempt = _lock_attempt(attempt_id)
         if current_attempt.status != AttemptStatus.SUCCEEDED:
             raise ValidationFailed(
                 _("Payment attempt %(attempt)s has not succeeded (it is %(status)s).")
@@ -395,9 +400,7 @@ def transition_attempt(
     """
     attempt_id = attempt if isinstance(attempt, int) else attempt.pk
     with transaction.atomic():
-        order_id = PaymentAttempt.objects.values_list("order_id", flat=True).get(pk=attempt_id)
-        locked_order = _lock_order(order_id)
-        locked = PaymentAttempt.objects.select_for_update().get(pk=attempt_id)
+        locked_order, locked = _lock_attempt(attempt_id)
         return _move_attempt(
             locked_order,
             locked,
@@ -501,9 +504,7 @@ def record_check(
         # Order first, then attempt, like every other writer: this transaction may write the
         # order too (review request, sweep_due_at), and taking the attempt first deadlocked
         # with apply_provider_result on PostgreSQL.
-        order_id = PaymentAttempt.objects.values_list("order_id", flat=True).get(pk=attempt_id)
-        locked_order = _lock_order(order_id)
-        locked = PaymentAttempt.objects.select_for_update().get(pk=attempt_id)
+        locked_order, locked = _lock_attempt(attempt_id)
         locked.order = locked_order
         if result is not None:
             check = PaymentCheck.objects.create(
@@ -591,9 +592,7 @@ def apply_provider_result(
     """
     attempt_id = attempt if isinstance(attempt, int) else attempt.pk
     with transaction.atomic():
-        order_id = PaymentAttempt.objects.values_list("order_id", flat=True).get(pk=attempt_id)
-        order = _lock_order(order_id)
-        locked = PaymentAttempt.objects.select_for_update().get(pk=attempt_id)
+        order, locked = _lock_attempt(attempt_id)
         target = result.status
         data = {"source": source, "provider_reference": result.provider_reference}
 
