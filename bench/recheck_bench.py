@@ -322,8 +322,9 @@ def run(ds: Dataset, *, attempts: int = 3000, runs: int = 3, latency_ms: int = 5
             cpu = time.process_time() - cpu0
             _cleanup(ds)
             if report.checked != attempts or report.errors or report.changed != attempts:
+                sample = sorted({item.error for item in report.items if item.error})[:5]
                 raise RuntimeError(f"run {n}: checked {report.checked}, errors {report.errors}, "
-                                   f"changed {report.changed} of {attempts}")
+                                   f"changed {report.changed} of {attempts}; errors seen: {sample}")
             if profiler:
                 out = io.StringIO()
                 pstats.Stats(profiler, stream=out).sort_stats("cumulative").print_stats(40)
