@@ -74,6 +74,24 @@ def ensure_database(url: str) -> None:
             conn.execute(f'CREATE DATABASE "{name}"')
 
 
+# One benchmark run per database at a time: runs reset and delete each other's rows.
+RUN_LOCK_KEY = 0x62656E6368  # "bench"
+_run_lock = None  # the connection holding the advisory lock, kept open until the process ends
+
+
+def hold_run_lock(url: str) -> None:
+    """Wait until no other benchmark run uses this database, then keep it to ourselves."""
+    global _run_lock
+    import psycopg
+
+    _run_lock = psycopg.connect(url, autocommit=True, application_name="bench/run.py (run lock)")
+    if not _run_lock.execute("SELECT pg_try_advisory_lock(%s)", [RUN_LOCK_KEY]).fetchone()[0]:
+        print("database: another benchmark run is using it; waiting for it to finish ...", flush=True)
+        started = time.monotonic()
+        _run_lock.execute("SELECT pg_advisory_lock(%s)", [RUN_LOCK_KEY])
+        print(f"database: waited {time.monotonic() - started:.0f} s")
+
+
 def setup_django(url: str, *, migrate: bool = True) -> None:
     os.environ["DATABASE_URL"] = url
     os.environ["DEBUG"] = "1"
@@ -100,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     url = os.environ.get("BENCH_DATABASE_URL", DEFAULT_URL)
     ensure_database(url)
+    hold_run_lock(url)
     setup_django(url)
 
     from bench import dataset, report
