@@ -12,6 +12,7 @@ from django.utils.translation import gettext_lazy
 
 from backoffice.access import explain_access, find_user
 from orders.models import Order
+from orders.selectors import orders_visible_to
 
 
 class AccessQuestionForm(forms.Form):
@@ -23,9 +24,13 @@ class AccessQuestionForm(forms.Form):
     user = forms.CharField(label=gettext_lazy("User"), max_length=254,
                            help_text=gettext_lazy("Username or email address of the person who cannot see it."))
 
+    def __init__(self, *args, viewer, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.viewer = viewer  # the staff member asking: lookups go through their scope
+
     def clean_order(self) -> Order:
         value = self.cleaned_data["order"].strip()
-        orders = Order.objects.select_related("merchant")
+        orders = orders_visible_to(self.viewer).select_related("merchant")
         if value.isdigit() and (found := orders.filter(pk=int(value)).first()):
             return found
         # A reference may itself contain "/" (INV/2026/0042) but a merchant code, a slug, never
@@ -50,7 +55,7 @@ class AccessQuestionForm(forms.Form):
 
 @permission_required("orders.view_order", raise_exception=True)
 def access_explainer(request):
-    form = AccessQuestionForm(request.GET or None)
+    form = AccessQuestionForm(request.GET or None, viewer=request.user)
     verdict = None
     if form.is_bound and form.is_valid():
         verdict = explain_access(user=form.cleaned_data["user"], order=form.cleaned_data["order"])
