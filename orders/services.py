@@ -449,14 +449,19 @@ def _move_attempt(
     changed = [name for name, value in fields.items() if getattr(locked, name) != value]
     for name in changed:
         setattr(locked, name, fields[name])
-    try:
-        with transaction.atomic():
-            locked.save(update_fields=changed)
-    except IntegrityError:
-        raise ValidationFailed(
-            _("Provider reference %(reference)s is already used by another attempt.")
-            % {"reference": provider_reference}
-        ) from None
+    if "provider_reference" in changed:
+        # Only a new provider reference can collide with another attempt's; the savepoint
+        # keeps the caller's transaction usable when it does.
+        try:
+            with transaction.atomic():
+                locked.save(update_fields=changed)
+        except IntegrityError:
+            raise ValidationFailed(
+                _("Provider reference %(reference)s is already used by another attempt.")
+                % {"reference": provider_reference}
+            ) from None
+    else:
+        locked.save(update_fields=changed)
     _record_event(
         order=locked_order,
         attempt=locked,
@@ -554,8 +559,10 @@ def record_check(
                     data={"check_count": locked.check_count},
                 )
         locked.save(update_fields=fields)
-        # New evidence: a flagged order is re-diagnosed by the next sweep.
-        Order.objects.filter(pk=locked.order_id, stuck_since__isnull=False).update(sweep_due_at=now)
+        # New evidence: a flagged order is re-diagnosed by the next sweep. The order row is
+        # locked, so its flag as loaded is current.
+        if locked_order.stuck_since is not None:
+            Order.objects.filter(pk=locked.order_id).update(sweep_due_at=now)
     return check
 
 
