@@ -11,7 +11,6 @@ from django.contrib import messages
 from orders.models import (
     Merchant,
     MerchantMembership,
-    Order,
     OrderEvent,
     PaymentApproval,
     PaymentAttempt,

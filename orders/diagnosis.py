@@ -76,8 +76,8 @@ from django.utils.translation import gettext as _
 from orders.causes import Cause, category_of
 from orders.states import ATTEMPT_OPEN, AttemptStatus, OrderStatus
 
-# The statuses the diagnosis considers. payment_failed is here although it is not in
-# ORDER_OPEN: it waits for the customer to retry, so the customer is still owed news.
+# The statuses the diagnosis considers: every order still owed an outcome. payment_failed is
+# here although it rests: it waits for the customer to retry, so the customer is still owed news.
 CANDIDATE_STATUSES: frozenset[str] = frozenset(
     {OrderStatus.SUBMITTED, OrderStatus.PAYMENT_PENDING, OrderStatus.PAID, OrderStatus.PAYMENT_FAILED}
 )

@@ -552,7 +552,7 @@ def record_check(
             fields.append("next_check_at")
             if locked.next_check_at is None:
                 _request_review_locked(
-                    locked.order_id,
+                    locked_order,
                     attempt=locked,
                     message=_("The re-check schedule of attempt %(attempt)s is used up; a person must decide.")
                     % {"attempt": locked},
@@ -566,11 +566,10 @@ def record_check(
     return check
 
 
-def _request_review_locked(order_id: int, *, attempt: PaymentAttempt | None, message: str, data: dict) -> bool:
-    """Mark an order as needing a person, once, inside the caller's transaction.
+def _request_review_locked(order: Order, *, attempt: PaymentAttempt | None, message: str, data: dict) -> bool:
+    """Mark an order the caller has locked as needing a person, once.
 
     Returns whether it did (False when the order already needed review)."""
-    order = _lock_order(order_id)
     if order.needs_review:
         return False
     order.needs_review = True
@@ -717,8 +716,7 @@ def _hold_for_review(
             # ask a person without inventing a cause. A made-up flag (it used to be
             # amount_mismatch) was wrong, and the next sweep, finding no evidence for it,
             # unflagged the order and cleared the review.
-            _request_review_locked(order.pk, attempt=attempt, message=message, data=data)
-            order.needs_review = True
+            _request_review_locked(order, attempt=attempt, message=message, data=data)
         changed = True
     return ApplyOutcome(changed, attempt.status, order.status, cause or order.stuck_cause or "contradiction")
 
@@ -750,7 +748,7 @@ def _apply_success_to_order(order: Order, attempt: PaymentAttempt, *, actor: Act
         return "", False
     # Cancelled or expired, yet money moved: a person refunds or delivers.
     raised = _request_review_locked(
-        order.pk, attempt=attempt,
+        order, attempt=attempt,
         message=_("Attempt %(attempt)s succeeded but the order is %(status)s; refund the customer or deliver.")
         % {"attempt": attempt, "status": OrderStatus(order.status).label},
         data=data,

@@ -46,8 +46,6 @@ ORDER_TRANSITIONS: dict[str, frozenset[str]] = {
 # Terminal: nothing more will happen without a refund. payment_failed is not here: a new
 # attempt may still revive the order.
 ORDER_TERMINAL: frozenset[str] = frozenset({O.CONFIRMED, O.CANCELLED, O.EXPIRED, O.REFUNDED})
-# Orders the unreturned sweep watches: an outcome is still owed to the customer.
-ORDER_OPEN: frozenset[str] = frozenset({O.SUBMITTED, O.PAYMENT_PENDING, O.PAID})
 # Money has been captured for the order.
 ORDER_CAPTURED: frozenset[str] = frozenset({O.PAID, O.CONFIRMED, O.REFUNDED})
 

@@ -15,7 +15,8 @@ from django.http import StreamingHttpResponse
 from django.urls import reverse
 from django.utils import timezone
 
-from backoffice.worklist import WorklistMixin, WorklistPaginator, clear_worklist_choices
+from backoffice.paginator import LargeTablePaginator
+from backoffice.worklist import WorklistMixin, clear_worklist_choices
 from orders.causes import CAUSE_CATEGORY, Cause
 from orders.models import Order
 from tests.orders.factories import (
@@ -257,9 +258,9 @@ def test_columns_show_age_cause_provider_attempts_and_last_check(client, agent, 
 
 
 def test_a_capped_count_says_so_and_pages_without_a_last_page(client, agent, orders, monkeypatch):
-    monkeypatch.setattr(WorklistPaginator, "cap", 2)
-    monkeypatch.setattr(WorklistPaginator, "_timed_count", lambda *args: None)  # as if PostgreSQL ran out of time
-    monkeypatch.setattr(WorklistPaginator, "_planner_estimate", lambda *args: None)
+    monkeypatch.setattr(LargeTablePaginator, "cap", 2)
+    monkeypatch.setattr(LargeTablePaginator, "_timed_count", lambda *args: None)  # as if PostgreSQL ran out of time
+    monkeypatch.setattr(LargeTablePaginator, "_planner_estimate", lambda *args: None)
     monkeypatch.setattr(WorklistMixin, "list_per_page", 1)
     response = client.get(f"{URL}?unreturned=yes")
     cl = response.context["cl"]
@@ -277,7 +278,7 @@ def test_a_capped_count_says_so_and_pages_without_a_last_page(client, agent, ord
 
 
 def test_a_count_out_of_time_on_postgres_shows_the_planner_estimate(on_postgres, client, agent, orders, monkeypatch):
-    monkeypatch.setattr(WorklistPaginator, "_timed_count", lambda *args: None)
+    monkeypatch.setattr(LargeTablePaginator, "_timed_count", lambda *args: None)
     response = client.get(f"{URL}?unreturned=yes")
     cl = response.context["cl"]
     assert cl.count_kind == "estimate"
@@ -288,7 +289,7 @@ def test_timed_count_on_postgres_counts_in_one_statement_and_restores_the_timeou
     with connection.cursor() as cursor:
         cursor.execute("SELECT current_setting('statement_timeout')")
         before = cursor.fetchone()[0]
-    paginator = WorklistPaginator(Order.objects.filter(stuck_since__isnull=False).order_by("pk"), 10)
+    paginator = LargeTablePaginator(Order.objects.filter(stuck_since__isnull=False).order_by("pk"), 10)
     assert paginator.count == 3 and paginator.count_kind == "exact"
     with connection.cursor() as cursor:
         cursor.execute("SELECT current_setting('statement_timeout')")
@@ -296,13 +297,13 @@ def test_timed_count_on_postgres_counts_in_one_statement_and_restores_the_timeou
 
 
 def test_a_count_past_its_time_limit_falls_back_to_the_estimate(on_postgres, orders, monkeypatch):
-    monkeypatch.setattr(WorklistPaginator, "count_timeout_ms", 20)
-    monkeypatch.setattr(WorklistPaginator, "cap", 1)
+    monkeypatch.setattr(LargeTablePaginator, "count_timeout_ms", 20)
+    monkeypatch.setattr(LargeTablePaginator, "cap", 1)
     with connection.cursor() as cursor:
         cursor.execute("SELECT current_setting('statement_timeout')")
         before = cursor.fetchone()[0]
     slow = Order.objects.extra(where=["pg_sleep(0.05) IS NOT NULL"]).order_by("pk")
-    paginator = WorklistPaginator(slow, 10)
+    paginator = LargeTablePaginator(slow, 10)
     assert paginator.count >= 1 and paginator.count_kind == "estimate"
     with connection.cursor() as cursor:  # the transaction is still usable, with its own timeout
         cursor.execute("SELECT current_setting('statement_timeout')")
@@ -310,10 +311,10 @@ def test_a_count_past_its_time_limit_falls_back_to_the_estimate(on_postgres, ord
 
 
 def test_the_unfiltered_count_on_postgres_is_the_planner_estimate(on_postgres, orders, monkeypatch):
-    monkeypatch.setattr(WorklistPaginator, "cap", 0)
+    monkeypatch.setattr(LargeTablePaginator, "cap", 0)
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE orders_order")
-    paginator = WorklistPaginator(Order.objects.order_by("pk"), 10)
+    paginator = LargeTablePaginator(Order.objects.order_by("pk"), 10)
     assert paginator.count >= 1 and paginator.count_kind == "estimate"
 
 
