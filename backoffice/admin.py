@@ -11,12 +11,12 @@ from django.utils.translation import gettext_lazy as _
 
 from backoffice.order_actions import OrderActionsMixin
 from backoffice.worklist import WorklistMixin
-from orders.admin import AttemptInline, ExactSearchMixin
+from orders.admin import AttemptInline
 from orders.models import Order
 
 
 @admin.register(Order)
-class OrderAdmin(WorklistMixin, OrderActionsMixin, ExactSearchMixin, admin.ModelAdmin):
+class OrderAdmin(WorklistMixin, OrderActionsMixin, admin.ModelAdmin):
     # The worklist (columns, filters, search, paging, CSV export) comes from WorklistMixin.
     readonly_fields = [
         "merchant", "reference", "amount", "currency", "captured_amount", "status", "submitted_at",
