@@ -118,6 +118,11 @@ DB_VENDOR = "postgresql" if DATABASES["default"]["ENGINE"].endswith("postgresql"
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# Threads (each with its own connection) that journal and apply a re-check batch's answers.
+# On PostgreSQL one thread's statements run while another's Python runs; SQLite has one
+# writer at a time, so there the calling thread does it all.
+RECHECK_DB_WRITERS = int(os.environ.get("RECHECK_DB_WRITERS", "3" if DB_VENDOR == "postgresql" else "1"))
+
 # --- Cache ----------------------------------------------------------------------------
 REDIS_URL = os.environ.get("REDIS_URL", "")
 if REDIS_URL:

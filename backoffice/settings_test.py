@@ -11,6 +11,10 @@ from backoffice.settings import Q_CLUSTER  # noqa: E402
 # django-q2 reads its configuration once at import: tasks run inline in tests.
 Q_CLUSTER["sync"] = True
 
+# Test cases run inside a transaction that other connections cannot see: apply re-check
+# answers on the test's own connection (the threaded path has its own PostgreSQL test).
+RECHECK_DB_WRITERS = 1
+
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}

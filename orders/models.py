@@ -173,7 +173,11 @@ class MerchantMembership(models.Model):
 
 
 class Order(models.Model):
-    merchant = models.ForeignKey(Merchant, on_delete=models.PROTECT, related_name="orders", verbose_name=_("merchant"))
+    # No index of its own: the (merchant, reference) constraint and the merchant indexes below
+    # lead with merchant_id and serve every lookup by merchant.
+    merchant = models.ForeignKey(
+        Merchant, on_delete=models.PROTECT, related_name="orders", verbose_name=_("merchant"), db_index=False
+    )
     reference = models.CharField(_("reference"), max_length=64, help_text=_("The merchant's own order number."))
     customer_name = models.CharField(_("customer name"), max_length=200)
     customer_email = models.EmailField(_("customer email"), max_length=254)
@@ -198,16 +202,19 @@ class Order(models.Model):
     receipt_number = models.CharField(_("receipt number"), max_length=32, blank=True)
     dispatch_number = models.CharField(_("dispatch note number"), max_length=32, blank=True)
 
-    status_token = models.CharField(max_length=64, unique=True, default=new_status_token, editable=False)
+    # Unique through a constraint in Meta rather than unique=True, which on PostgreSQL also
+    # builds a second (pattern-matching) index that token lookups never use.
+    status_token = models.CharField(max_length=64, default=new_status_token, editable=False)
 
     # When the unreturned sweep should next look at this order; null when nothing can change
     # without new evidence. Keeps a sweep with nothing due down to one indexed query.
     sweep_due_at = models.DateTimeField(_("next diagnosis"), null=True, blank=True, editable=False)
     confirmation_failures = models.PositiveSmallIntegerField(_("failed confirmations"), default=0)
     confirm_retry_at = models.DateTimeField(_("next confirmation retry"), null=True, blank=True)
+    # Indexed by the partial order_assignee_idx only (most orders have no assignee).
     assignee = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="assigned_orders",
-        verbose_name=_("assignee"),
+        verbose_name=_("assignee"), db_index=False,
     )
 
     class Meta:
@@ -227,6 +234,7 @@ class Order(models.Model):
         ]
         constraints = [
             models.UniqueConstraint(fields=["merchant", "reference"], name="order_unique_reference_per_merchant"),
+            models.UniqueConstraint(fields=["status_token"], name="order_unique_status_token"),
             models.CheckConstraint(condition=Q(status__in=OrderStatus.values), name="order_status_valid"),
             models.CheckConstraint(condition=Q(amount__gt=0), name="order_amount_positive"),
             models.CheckConstraint(
@@ -471,7 +479,8 @@ class EventActorKind(models.TextChoices):
 class OrderEvent(models.Model):
     Kind = EventKind
     ActorKind = EventActorKind
-    order = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="events")
+    # Indexed by event_order_recent_idx, which leads with order_id.
+    order = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="events", db_index=False)
     attempt = models.ForeignKey(PaymentAttempt, on_delete=models.PROTECT, null=True, blank=True, related_name="events")
     kind = models.CharField(_("kind"), max_length=32, choices=EventKind.choices)
     actor_kind = models.CharField(_("actor"), max_length=16, choices=EventActorKind.choices)

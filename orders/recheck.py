@@ -5,30 +5,36 @@ take disjoint batches, and the claim pushes `next_check_at` forward by a lease, 
 batch of a worker that dies comes due again. (SQLite has one writer at a time; the same
 code is safe there because the claim runs in an IMMEDIATE transaction.)
 
-Provider calls run in a thread pool bounded by the policy's calls in flight; every answer
-is then journaled and applied on the calling thread, so database work stays on one
-connection while network waits overlap.
+Provider calls run in a thread pool bounded by the policy's calls in flight. Every answer
+is then journaled and applied (`services.check_and_apply`: one transaction, its events in
+one insert) by `RECHECK_DB_WRITERS` threads, each on its own connection, so that one
+thread's statements run in PostgreSQL while another's Python runs; with one writer (the
+SQLite default) the calling thread does it on its own connection.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+import queue
+import threading
 from collections import defaultdict
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from django.db import transaction
+from django.conf import settings
+from django.db import connection, transaction
 from django.utils import timezone
 
 from orders.actors import Actor
-from orders.exceptions import DomainError
-from orders.models import PaymentAttempt, PaymentCheck
+from orders.models import PaymentAttempt, PaymentCheck, ProviderCallback
 from orders.policy import PolicyBook
 from orders.providers.base import ProviderError, ProviderResult
 from orders.providers.registry import get_provider, is_configured
-from orders.services import apply_provider_result, record_check
+from orders.services import check_and_apply
 from orders.states import ATTEMPT_OPEN
 
 log = logging.getLogger(__name__)
@@ -47,6 +53,8 @@ class CheckReport:
     reported_status: str = ""
     changed: bool = False
     review_cause: str = ""
+    checked: bool = False
+    provider_error: bool = False
 
 
 @dataclass
@@ -58,6 +66,41 @@ class RecheckReport:
     skipped: int = 0
     seconds: float = 0.0
     items: list[CheckReport] = field(default_factory=list)
+
+    def add(self, item: CheckReport) -> None:
+        self.items.append(item)
+        self.checked += int(item.checked)
+        self.errors += int(item.provider_error)
+        self.changed += int(item.changed)
+
+
+@contextmanager
+def _writers(count: int) -> Iterator[Callable[[Callable[[], CheckReport]], None]]:
+    """Run the submitted jobs on `count` threads with a connection each (closed when they
+    finish), or inline when `count` is 1. Yields `submit`; the block's exit waits for every
+    job, and the results come back through the jobs themselves."""
+    if count <= 1:
+        yield lambda job: job()
+        return
+    jobs: queue.SimpleQueue = queue.SimpleQueue()
+
+    def work() -> None:
+        try:
+            while (job := jobs.get()) is not None:
+                job()
+        finally:
+            connection.close()  # this thread's own connection
+
+    threads = [threading.Thread(target=work, name=f"recheck-writer-{n}", daemon=True) for n in range(count)]
+    for thread in threads:
+        thread.start()
+    try:
+        yield jobs.put
+    finally:
+        for _ in threads:
+            jobs.put(None)
+        for thread in threads:
+            thread.join()
 
 
 def claim_due_attempts(*, now: datetime | None = None, limit: int = 200, lease: timedelta = CLAIM_LEASE) -> list[int]:
@@ -103,6 +146,13 @@ def check_attempts(
         )
     )
     report.skipped = len(attempt_ids) - len(attempts)
+    # Which attempts already had a verified callback, for the whole batch in one query (a
+    # result taken from a check is "reconciled" only when no callback brought it).
+    with_callback = set(
+        ProviderCallback.objects.filter(attempt_id__in=[a.pk for a in attempts], signature_valid=True)
+        .values_list("attempt_id", flat=True)
+        .distinct()
+    )
     policies = PolicyBook()
     by_provider: dict[str, list[PaymentAttempt]] = defaultdict(list)
     for attempt in attempts:
@@ -115,44 +165,52 @@ def check_attempts(
             report.skipped += len(group)
             continue
         in_flight = max(policies.for_attempt(provider_name, a.order.merchant_id).max_in_flight for a in group)
-        with ThreadPoolExecutor(max_workers=min(in_flight, len(group))) as pool:
+        items: list[CheckReport] = []  # list.append is atomic: writer threads add to it
+
+        def job(attempt: PaymentAttempt, future: Future) -> Callable[[], None]:
+            return lambda: items.append(_record(attempt, future, source=source, actor=actor, policies=policies,
+                                                now=now, has_callback=attempt.pk in with_callback))
+
+        writers = min(settings.RECHECK_DB_WRITERS, len(group))
+        with ThreadPoolExecutor(max_workers=min(in_flight, len(group))) as pool, _writers(writers) as submit:
             futures = {pool.submit(_ask, attempt): attempt for attempt in group}
             for future in as_completed(futures):
-                attempt = futures[future]
-                report.items.append(
-                    _record(attempt, future, source=source, actor=actor, policies=policies, report=report, now=now)
-                )
+                submit(job(futures[future], future))
+        for item in items:
+            report.add(item)
     report.seconds = time.monotonic() - started
     return report
 
 
-def _record(attempt, future, *, source, actor, policies, report: RecheckReport, now=None) -> CheckReport:
+def _record(attempt, future, *, source, actor, policies, now=None, has_callback=None) -> CheckReport:
     item = CheckReport(attempt.pk, attempt.provider, attempt.provider_reference or attempt.idempotency_key)
     try:
-        result = future.result()
+        result, error = future.result(), None
     except ProviderError as exc:
-        check = record_check(attempt=attempt.pk, source=source, error=exc, policies=policies, now=now)
-        item.check_id, item.error = check.pk, exc.kind
-        report.checked += 1
-        report.errors += 1
-        return item
+        result, error = None, exc
     except Exception as exc:  # noqa: BLE001 - one broken adapter call must not abort the batch
         # Not a classified provider fault (a bug or a misconfiguration): nothing is recorded,
         # and the claim's lease brings the attempt back later.
         log.exception("re-check of %s failed outside the provider contract", attempt)
         item.error = str(exc)
         return item
-    check = record_check(attempt=attempt.pk, source=source, result=result, policies=policies, now=now)
-    item.check_id, item.reported_status = check.pk, result.status
-    report.checked += 1
     try:
-        outcome = apply_provider_result(attempt=attempt.pk, result=result, source=source, actor=actor)
-    except DomainError as exc:
-        log.warning("re-check of %s could not be applied: %s", attempt, exc.message)
-        item.error = exc.message
+        done = check_and_apply(attempt=attempt, source=source, actor=actor, result=result, error=error,
+                               policies=policies, now=now, has_callback=has_callback)
+    except Exception:  # noqa: BLE001 - a database fault on one answer must not lose the batch's others
+        log.exception("re-check answer for %s could not be journaled; the claim's lease retries it", attempt)
+        item.error = "not journaled"
         return item
-    item.changed, item.review_cause = outcome.changed, outcome.review_cause
-    report.changed += int(outcome.changed)
+    item.check_id, item.checked = done.check.pk, True
+    if error is not None:
+        item.error, item.provider_error = error.kind, True
+        return item
+    item.reported_status = result.status
+    if done.error is not None:
+        log.warning("re-check of %s could not be applied: %s", attempt, done.error.message)
+        item.error = done.error.message
+        return item
+    item.changed, item.review_cause = done.outcome.changed, done.outcome.review_cause
     return item
 
 

@@ -174,3 +174,19 @@ def test_a_callback_and_a_recheck_racing_apply_the_result_once(on_postgres, sand
         assert fresh(attempt).status == AttemptStatus.SUCCEEDED
         # Both answers are journaled, whichever applied the result.
         assert PaymentCheck.objects.filter(attempt=attempt).count() == 2
+
+
+def test_writer_threads_apply_every_answer_of_a_batch_once(on_postgres, sandbox, settings):  # noqa: F811
+    settings.RECHECK_DB_WRITERS = 3
+    sandbox(pending_seconds=0)
+    attempts = [pay_at_sandbox(new_order()) for _ in range(24)]
+
+    report = check_attempts([a.pk for a in attempts], source=PaymentCheck.Source.SCHEDULED, actor=Actor.system())
+
+    assert (report.claimed, report.checked, report.errors, report.changed) == (24, 24, 0, 24)
+    assert sorted(item.attempt_id for item in report.items) == sorted(a.pk for a in attempts)
+    for attempt in attempts:
+        assert fresh(attempt).status == AttemptStatus.SUCCEEDED
+        assert PaymentCheck.objects.filter(attempt=attempt).count() == 1
+        paid = [e for e in OrderEvent.objects.filter(order=attempt.order) if e.data.get("to") == "paid"]
+        assert len(paid) == 1
