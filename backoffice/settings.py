@@ -174,6 +174,23 @@ if DEBUG or os.environ.get("SANDBOX_PROVIDER_URL"):
         "read_timeout": float(os.environ.get("SANDBOX_READ_TIMEOUT", "5.0")),
     }
 
+# --- Customer email and links ----------------------------------------------------------
+# The demo prints emails on the console; production sets an SMTP backend and its settings.
+EMAIL_BACKEND = os.environ.get(
+    "EMAIL_BACKEND",
+    "django.core.mail.backends.console.EmailBackend" if DEBUG else "django.core.mail.backends.smtp.EmailBackend",
+)
+EMAIL_HOST = os.environ.get("EMAIL_HOST", "localhost")
+EMAIL_PORT = int(os.environ.get("EMAIL_PORT", "25"))
+EMAIL_HOST_USER = os.environ.get("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = os.environ.get("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS")
+DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "Order Recovery Desk <support@localhost>")
+# Absolute links in customer emails (the status page) start with this.
+SITE_URL = os.environ.get("SITE_URL", "http://127.0.0.1:8000").rstrip("/")
+# How long a customer's status-page link stays valid.
+TRACK_LINK_MAX_AGE_DAYS = int(os.environ.get("TRACK_LINK_MAX_AGE_DAYS", "90"))
+
 # --- Auth, i18n, static ---------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

@@ -1,4 +1,7 @@
-"""The engine's recurring tasks, installed idempotently by name."""
+"""The recurring tasks, installed idempotently by name.
+
+`orders` lists its own; other apps add theirs with `register_schedule` in their
+`AppConfig.ready` (orders never imports them)."""
 
 from __future__ import annotations
 
@@ -9,6 +12,11 @@ SCHEDULES: list[dict] = [
     {"name": "sweep-unreturned", "func": "orders.tasks.sweep_unreturned_orders", "minutes": 1},
     {"name": "retry-confirmations", "func": "orders.tasks.retry_confirmations", "minutes": 1},
 ]
+
+
+def register_schedule(*, name: str, func: str, minutes: int) -> None:
+    if all(spec["name"] != name for spec in SCHEDULES):
+        SCHEDULES.append({"name": name, "func": func, "minutes": minutes})
 
 
 def install_schedules() -> list[tuple[str, bool]]:
