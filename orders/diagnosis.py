@@ -71,7 +71,7 @@ from typing import Any, NotRequired, TypedDict
 
 from django.utils import timezone
 from django.utils.translation import get_language, gettext_noop, ngettext
-from django.utils.translation import gettext as _
+from django.utils.translation import gettext as _gettext
 
 from orders.causes import Cause, category_of
 from orders.states import ATTEMPT_OPEN, AttemptStatus, OrderStatus
@@ -305,18 +305,21 @@ ACTION_LABELS: dict[str, str] = {
 }
 
 
-_FIXED_TEXTS: dict[tuple[str | None, str], str] = {}
+_TRANSLATED: dict[tuple[str | None, str], str] = {}
 
 
-def _fixed(message: str) -> str:
-    """gettext for the sentences without placeholders, remembered per language: the sweep
-    asks for the same few thousands of times, and each gettext call costs several
-    context-local lookups."""
+def _(message: str) -> str:
+    """gettext, remembered per language: the sweep asks for the same few sentences (and
+    templates, formatted afterwards) tens of thousands of times, and each gettext call
+    costs several context-local lookups. Named `_` so makemessages finds the strings."""
     key = (get_language(), message)
-    text = _FIXED_TEXTS.get(key)
+    text = _TRANSLATED.get(key)
     if text is None:
-        text = _FIXED_TEXTS[key] = _(message)
+        text = _TRANSLATED[key] = _gettext(message)
     return text
+
+
+_fixed = _
 
 
 def _when(moment: datetime | None) -> str:

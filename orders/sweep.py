@@ -17,18 +17,18 @@ from django.db import transaction
 from django.utils import timezone
 
 from orders.diagnosis import diagnose_many
-from orders.evidence import detect_outage_providers, gather_evidence
-from orders.models import Order
+from orders.evidence import EVIDENCE_ORDER_FIELDS, detect_outage_providers, gather_evidence
+from orders.models import Merchant, Order
 from orders.services import DiagnosisCounts, apply_diagnoses
 
 log = logging.getLogger(__name__)
 
-# What `apply_diagnoses` reads and writes: loading only these keeps a batch's row decoding
-# (timestamps above all) small.
-VERDICT_FIELDS = (
-    "status", "status_changed_at", "stuck_since", "stuck_cause", "stuck_category", "needs_review", "resolved_at",
-    "sweep_due_at", "merchant__stuck_after",
-)
+# What `apply_diagnoses` and `gather_evidence` read: loading only these keeps a batch's row
+# decoding (timestamps above all) small.
+SWEEP_FIELDS = tuple(dict.fromkeys((
+    "merchant", "status", "status_changed_at", "stuck_since", "stuck_cause", "stuck_category", "needs_review",
+    "resolved_at", "sweep_due_at", *EVIDENCE_ORDER_FIELDS,
+)))
 
 
 @dataclass
@@ -45,21 +45,28 @@ def sweep_unreturned(*, now: datetime | None = None, batch_size: int = 1000, tim
     started = time.monotonic()
     report = SweepReport()
     outage: frozenset[str] | None = None
+    merchants: dict[int, Merchant] = {}  # loaded once per sweep: a handful of rows
     while time.monotonic() - started < time_budget:
         with transaction.atomic():
-            ids = list(
-                Order.objects.select_for_update(skip_locked=True)
+            # Claiming and loading in one statement; of=("self",) as nothing else is joined.
+            orders = list(
+                Order.objects.select_for_update(skip_locked=True, of=("self",))
                 .filter(sweep_due_at__lte=now)
                 .order_by("sweep_due_at")
-                .values_list("pk", flat=True)[:batch_size]
+                .only(*SWEEP_FIELDS)[:batch_size]
             )
-            if not ids:
+            if not orders:
                 break
             if outage is None:
                 # Only worth its aggregate query when something is due.
                 outage = report.outage_providers = detect_outage_providers(now=now)
-            orders = list(Order.objects.filter(pk__in=ids).select_related("merchant").only(*VERDICT_FIELDS))
-            evidence = gather_evidence(ids)
+            missing = {o.merchant_id for o in orders} - merchants.keys()
+            if missing:
+                merchants.update((m.pk, m) for m in Merchant.objects.filter(pk__in=missing))
+            for order in orders:
+                order.merchant = merchants[order.merchant_id]
+            ids = [o.pk for o in orders]
+            evidence = gather_evidence(ids, orders=orders)
             verdicts = diagnose_many(evidence, now=now, outage_providers=outage)
             apply_diagnoses(orders=orders, diagnoses=verdicts, now=now, counts=report.counts)
         report.orders += len(ids)
