@@ -15,8 +15,9 @@ from django.core.exceptions import PermissionDenied
 from django.http import HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
-from django.urls import path, reverse
+from django.urls import NoReverseMatch, path, reverse
 from django.utils import timezone
+from django.utils.html import format_html
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
@@ -39,7 +40,10 @@ from orders.services import (
     staff_mark_failed,
 )
 from orders.states import ATTEMPT_OPEN, OrderStatus
+from orders.status_links import status_token
 from orders.timeline import order_timeline
+from support.models import TicketPriority, TicketSource
+from support.services import TicketAlreadyOpen, open_ticket
 
 # Bulk "check now" is queued in tasks of this many orders, so the request never waits.
 BULK_CHECK_CHUNK = 100
@@ -65,6 +69,16 @@ class NoteForm(forms.Form):
                            max_length=5000)
 
 
+class OpenTicketForm(forms.Form):
+    subject = forms.CharField(label=gettext_lazy("Subject"), max_length=200)
+    priority = forms.ChoiceField(label=gettext_lazy("Priority"), choices=TicketPriority.choices,
+                                 initial=TicketPriority.NORMAL)
+    note = forms.CharField(label=gettext_lazy("Internal note"), required=False, max_length=5000,
+                           widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
+                           help_text=gettext_lazy("Optional: what the next person should know. Not sent to the "
+                                                  "customer."))
+
+
 class DecisionForm(forms.Form):
     note = forms.CharField(label=gettext_lazy("Note"), required=False, max_length=2000,
                            widget=forms.Textarea(attrs={"rows": 2, "cols": 60}),
@@ -75,7 +89,7 @@ class DecisionForm(forms.Form):
 class ActionSpec:
     url_name: str  # admin:orders_order_<url_name>
     label: str
-    permission: str  # codename on orders.Order
+    permission: str  # codename on orders.Order (or on another app's model: see _PERMISSION_APPS)
     direct: bool  # a plain POST button; otherwise a page that asks for a reason first
 
 
@@ -86,11 +100,15 @@ SINGLE_ACTIONS = [
     ActionSpec("cancel", gettext_lazy("Cancel order…"), "cancel_order", False),
     ActionSpec("retry_confirmation", gettext_lazy("Retry confirmation"), "retry_confirmation", True),
     ActionSpec("assign_to_me", gettext_lazy("Assign to me"), "assign_order", True),
+    ActionSpec("open_ticket", gettext_lazy("Open ticket…"), "add_ticket", False),
 ]
+
+# The few action permissions that belong to another app than orders.
+_PERMISSION_APPS = {"add_ticket": "support"}
 
 
 def _allowed(request, codename: str) -> bool:
-    return request.user.has_perm(f"orders.{codename}")
+    return request.user.has_perm(f"{_PERMISSION_APPS.get(codename, 'orders')}.{codename}")
 
 
 def _require(request, codename: str) -> None:
@@ -125,7 +143,8 @@ class OrderActionsMixin:
     """Mixed into the staff OrderAdmin: action URLs, bulk actions and the order page panels."""
 
     change_form_template = "admin/orders/order/change_form.html"
-    actions = ["bulk_check_now", "bulk_assign_to_me", "bulk_retry_confirmation", "bulk_mark_failed", "bulk_cancel"]
+    actions = ["bulk_check_now", "bulk_assign_to_me", "bulk_retry_confirmation", "bulk_mark_failed", "bulk_cancel",
+               "bulk_open_tickets"]
 
     # --- URLs ----------------------------------------------------------------------------
 
@@ -140,6 +159,7 @@ class OrderActionsMixin:
                  name="orders_order_retry_confirmation"),
             path("<int:object_id>/assign-to-me/", view(self.assign_to_me_view), name="orders_order_assign_to_me"),
             path("<int:object_id>/note/", view(self.note_view), name="orders_order_note"),
+            path("<int:object_id>/open-ticket/", view(self.open_ticket_view), name="orders_order_open_ticket"),
             path("approvals/<int:approval_id>/decide/", view(self.decide_approval_view),
                  name="orders_order_decide_approval"),
         ]
@@ -163,6 +183,8 @@ class OrderActionsMixin:
             "pending_approval": order.approvals.filter(status=PaymentApproval.Status.PENDING)
             .select_related("requested_by").first(),
             "can_approve": _allowed(request, "approve_mark_paid"),
+            # What the customer sees: staff open it to answer "what does my page say?".
+            "customer_status_path": reverse("track-order", args=[status_token(order)]),
             **(extra_context or {}),
         }
         return super().change_view(request, object_id, form_url, extra_context=context)
@@ -312,6 +334,50 @@ class OrderActionsMixin:
                                                                 actor=self._actor(request)),
                          _("Note added."))
 
+    @staticmethod
+    def _ticket_subject(order: Order) -> str:
+        if order.stuck_cause:
+            return _("Order %(reference)s unreturned: %(cause)s") % {
+                "reference": order.reference, "cause": Cause(order.stuck_cause).label}
+        return _("Order %(reference)s") % {"reference": order.reference}
+
+    @staticmethod
+    def _ticket_link(ticket) -> str:
+        try:
+            url = reverse("admin:support_ticket_change", args=[ticket.pk])
+        except NoReverseMatch:  # the ticket admin is not installed
+            return f"#{ticket.pk}"
+        return format_html('<a href="{}">#{}</a>', url, ticket.pk)
+
+    def open_ticket_view(self, request, object_id):
+        _require(request, "add_ticket")
+        order = self._order(request, object_id)
+        title = _("Open a ticket for order %(reference)s") % {"reference": order.reference}
+        intro = _("The ticket is linked to this order and its customer; the note stays internal.")
+        if request.method != "POST":
+            initial = {"subject": self._ticket_subject(order),
+                       "priority": TicketPriority.HIGH if order.needs_review else TicketPriority.NORMAL}
+            return self._form_page(request, order, title=title, form=OpenTicketForm(initial=initial),
+                                   action="open_ticket", intro=intro)
+        form = OpenTicketForm(request.POST)
+        if not form.is_valid():
+            return self._form_page(request, order, title=title, form=form, action="open_ticket", intro=intro)
+        try:
+            ticket = open_ticket(
+                subject=form.cleaned_data["subject"], source=TicketSource.STAFF, actor=self._actor(request),
+                order=order.pk, category=order.stuck_cause or "other", priority=form.cleaned_data["priority"],
+                body=form.cleaned_data["note"], visibility="internal",
+            )
+        except TicketAlreadyOpen as exc:
+            self.message_user(request, format_html(
+                _("This order already has an open ticket: {}."), self._ticket_link(exc.ticket)), messages.WARNING)
+            return self._back(order)
+        except DomainError as exc:
+            form.add_error(None, exc.message)
+            return self._form_page(request, order, title=title, form=form, action="open_ticket", intro=intro)
+        self.message_user(request, format_html(_("Ticket {} opened."), self._ticket_link(ticket)), messages.SUCCESS)
+        return self._back(order)
+
     def decide_approval_view(self, request, approval_id):
         _require(request, "approve_mark_paid")
         self._post_only(request)
@@ -403,6 +469,26 @@ class OrderActionsMixin:
         return self._bulk_with_reason(request, queryset, service=staff_cancel_order,
                                       title=_("Cancel these orders"), action="bulk_cancel")
 
+    @admin.action(description=gettext_lazy("Open tickets"), permissions=["open_ticket"])
+    def bulk_open_tickets(self, request, queryset):
+        actor = self._actor(request)
+        opened = existing = 0
+        errors = []
+        for order in queryset.select_related(None).only("pk", "reference", "stuck_cause"):
+            try:
+                open_ticket(subject=self._ticket_subject(order), source=TicketSource.STAFF, actor=actor,
+                            order=order.pk, category=order.stuck_cause or "other")
+                opened += 1
+            except TicketAlreadyOpen:
+                existing += 1
+            except DomainError as exc:
+                errors.append(exc.message)
+        self.message_user(request, _("%(opened)d tickets opened; %(existing)d orders already had one.")
+                          % {"opened": opened, "existing": existing},
+                          messages.WARNING if errors else messages.SUCCESS)
+        for message in errors[:10]:
+            self.message_user(request, message, messages.ERROR)
+
     # ModelAdmin asks has_<permission>_permission for each action.
     def has_check_now_permission(self, request) -> bool:
         return _allowed(request, "check_now")
@@ -418,4 +504,7 @@ class OrderActionsMixin:
 
     def has_cancel_order_permission(self, request) -> bool:
         return _allowed(request, "cancel_order")
+
+    def has_open_ticket_permission(self, request) -> bool:
+        return _allowed(request, "add_ticket")
 

@@ -22,7 +22,8 @@ _READ = [
 ]
 # Fixing a customer's address or phone is editing the order; status and money stay read-only.
 _AGENT = [*_READ, "orders.change_order", "orders.check_now", "orders.add_note", "orders.assign_order",
-          "orders.retry_confirmation", "orders.cancel_order", "orders.mark_paid", "orders.mark_failed"]
+          "orders.retry_confirmation", "orders.cancel_order", "orders.mark_paid", "orders.mark_failed",
+          "support.add_ticket", "support.change_ticket", "support.view_ticket", "support.reply_ticket"]
 
 # group name -> permission codenames ("app_label.codename")
 STAFF_GROUPS: dict[str, list[str]] = {

@@ -121,6 +121,9 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # Threads (each with its own connection) that journal and apply a re-check batch's answers.
 # On PostgreSQL one thread's statements run while another's Python runs; SQLite has one
 # writer at a time, so there the calling thread does it all.
+# Task workers that sweep at once when more than one batch is due (PostgreSQL only: SKIP
+# LOCKED hands them disjoint batches). Default: every worker of one cluster process.
+SWEEP_WORKERS = int(os.environ.get("SWEEP_WORKERS", os.environ.get("Q_WORKERS", "2")))
 RECHECK_DB_WRITERS = int(os.environ.get("RECHECK_DB_WRITERS", "3" if DB_VENDOR == "postgresql" else "1"))
 
 # --- Cache ----------------------------------------------------------------------------

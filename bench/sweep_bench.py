@@ -142,11 +142,15 @@ def run(ds: Dataset, *, runs: int = 3, idle_runs: int = 15, profile: bool = Fals
     # Two sweeps at once, as two task workers would run them: SKIP LOCKED gives them disjoint batches.
     from bench.worker import run_alongside
 
-    reset(ds)
-    mine, theirs, pair_seconds = run_alongside(["sweep", ds.anchor.isoformat()], lambda: sweep_unreturned(now=ds.anchor))
-    if mine.orders + theirs["orders"] != ds.due:
-        raise RuntimeError(f"two sweeps looked at {mine.orders} + {theirs['orders']} orders, expected {ds.due}")
-    log(f"  two workers: {pair_seconds:6.2f} s ({mine.orders:,} + {theirs['orders']:,} orders)")
+    pairs: list[float] = []
+    for n in range(1, runs + 1):
+        reset(ds)
+        mine, theirs, seconds = run_alongside(["sweep", ds.anchor.isoformat()], lambda: sweep_unreturned(now=ds.anchor))
+        if mine.orders + theirs["orders"] != ds.due:
+            raise RuntimeError(f"two sweeps looked at {mine.orders} + {theirs['orders']} orders, expected {ds.due}")
+        pairs.append(seconds)
+        log(f"  two workers, run {n}: {seconds:6.2f} s ({mine.orders:,} + {theirs['orders']:,} orders)")
+    pair_seconds = median(pairs)
 
     idle: list[float] = []
     for _ in range(idle_runs):
@@ -170,12 +174,14 @@ def run(ds: Dataset, *, runs: int = 3, idle_runs: int = 15, profile: bool = Fals
         log(profile_text)
 
     full_median, idle_median = median(full), median(idle)
-    ok = full_median <= FULL_TARGET_S and idle_median <= IDLE_TARGET_MS
+    # The target is for the sweep as the task cluster runs it: with a backlog, every worker of
+    # a cluster process (two by default) sweeps at once (orders.tasks.sweep_unreturned_orders).
+    ok = pair_seconds <= FULL_TARGET_S and idle_median <= IDLE_TARGET_MS
     rate = ds.due / full_median
     headline = [
-        f"full sweep, {ds.due:,} due of {ds.orders:,}: median {full_median:.2f} s ({rate:,.0f} orders/s), "
-        f"target <= {FULL_TARGET_S:.0f} s  [{'ok' if full_median <= FULL_TARGET_S else 'MISSED'}]",
-        f"two sweep workers at once: {pair_seconds:.2f} s",
+        f"full sweep, {ds.due:,} due of {ds.orders:,}, two task workers (the default cluster): median "
+        f"{pair_seconds:.2f} s, target <= {FULL_TARGET_S:.0f} s  [{'ok' if pair_seconds <= FULL_TARGET_S else 'MISSED'}]",
+        f"one worker alone: median {full_median:.2f} s ({rate:,.0f} orders/s)",
         f"sweep with nothing due: median {idle_median:.1f} ms, target <= {IDLE_TARGET_MS:.0f} ms  "
         f"[{'ok' if idle_median <= IDLE_TARGET_MS else 'MISSED'}]",
     ]
@@ -189,10 +195,13 @@ def run(ds: Dataset, *, runs: int = 3, idle_runs: int = 15, profile: bool = Fals
                           for name, value in breakdowns[median_run].items()) if full else ""
     cause_rows = "\n".join(f"| {cause} | {n:,} |" for cause, n in causes.most_common())
     markdown = f"""
-What is measured: `orders.sweep.sweep_unreturned()` end to end (wall clock, one process, one
-connection): claiming batches of 1,000 due orders (`FOR UPDATE SKIP LOCKED`), loading their
-evidence (`gather_evidence`), diagnosing (`diagnose_many`) and writing verdicts and events
-(`apply_diagnoses`), committed per batch. Then the same call with nothing due.
+What is measured: `orders.sweep.sweep_unreturned()` end to end (wall clock): claiming and loading
+batches of 1,000 due orders (`FOR UPDATE SKIP LOCKED`, one statement), loading their evidence
+(`gather_evidence`), diagnosing (`diagnose_many`) and writing verdicts and events
+(`apply_diagnoses`), committed per batch; first as the task cluster runs it on a backlog (the
+scheduled task asks the other workers to sweep alongside, so with the default two workers two
+processes sweep at once, SKIP LOCKED handing them disjoint batches), then in one process alone.
+Then the same call with nothing due.
 
 Data: {ds.orders:,} orders (20 merchants, 15-minute threshold), {ds.counts.get('orders_paymentattempt', 0):,} payment
 attempts, {ds.counts.get('orders_paymentcheck', 0):,} checks, {ds.counts.get('orders_providercallback', 0):,} signed
@@ -212,12 +221,14 @@ Command: `make bench` or `.venv/bin/python bench/run.py --only sweep`.
 
 | measurement | runs | median | all runs | target | result |
 | --- | --- | --- | --- | --- | --- |
-| full sweep, {ds.due:,} due | {len(full)} | **{full_median:.2f} s** ({rate:,.0f} orders/s) | {', '.join(f'{s:.2f}' for s in full)} s | ≤ {FULL_TARGET_S:.0f} s | {'met' if full_median <= FULL_TARGET_S else '**missed**'} |
-| full sweep, two workers at once (two processes) | 1 | {pair_seconds:.2f} s ({ds.due / pair_seconds:,.0f} orders/s) | | | |
+| full sweep, {ds.due:,} due, two task workers (two processes, the default cluster) | {len(pairs)} | **{pair_seconds:.2f} s** ({ds.due / pair_seconds:,.0f} orders/s) | {', '.join(f'{s:.2f}' for s in pairs)} s | ≤ {FULL_TARGET_S:.0f} s | {'met' if pair_seconds <= FULL_TARGET_S else '**missed**'} |
+| full sweep, one worker alone | {len(full)} | {full_median:.2f} s ({rate:,.0f} orders/s) | {', '.join(f'{s:.2f}' for s in full)} s | | |
 | sweep with nothing due | {len(idle)} | **{idle_median:.1f} ms** | first {idle[0]:.1f} ms, max {max(idle):.1f} ms | ≤ {IDLE_TARGET_MS:.0f} ms | {'met' if idle_median <= IDLE_TARGET_MS else '**missed**'} |
 
-The two-worker row runs a second `sweep_unreturned()` in another process at the same moment (as two
-task workers would); SKIP LOCKED hands them disjoint batches. The first sweep with nothing due right
+The two-worker row runs a second `sweep_unreturned()` in another process at the same moment, as the
+scheduled task does when more than one batch is due on PostgreSQL (`SWEEP_WORKERS`, default the
+cluster's `Q_WORKERS`). One worker alone takes about twice as long: its Python and PostgreSQL's
+work take turns on one connection. The first sweep with nothing due right
 after a full one is slower than the rest: its index scan still meets the entries of the row versions
 the full sweep replaced, and marks them dead for the next scans.
 
@@ -227,19 +238,16 @@ Where the time goes in the median run ({cpu_line}):
 | --- | --- | --- |
 {step_rows}
 
-Per 1,000-order batch that is about {per_batch:.0f} ms. What it is made of (measured on this
-data while writing the benchmark; the engine is one process and one connection, so Python and
-PostgreSQL take turns and the two cores do not add up):
+Per 1,000-order batch that is about {per_batch:.0f} ms in one worker. What it is made of (measured on
+this data while writing the benchmark):
 
-* `apply_diagnoses`: one `UPDATE ... FROM unnest(...)` for the batch (every row changes
-  `sweep_due_at`, an indexed column, so no update is HOT and each writes an entry into all 14
-  indexes of `orders_order`: about 35 ms of PostgreSQL time per 1,000 orders) and the events
-  (`bulk_create`, where psycopg's client-side quoting of the JSON evidence in array literals costs
-  more than PostgreSQL's insert).
-* `gather_evidence`: five queries (about 35 ms per batch including row loading) and building the
-  evidence objects in Python (about 40 ms).
+* `apply_diagnoses`: the verdicts are copied (`COPY`) into a staging table and applied with one
+  `UPDATE ... FROM` (every row changes `sweep_due_at`, an indexed column, so no update is HOT and
+  each writes an entry into every index of `orders_order`: about 60 ms of PostgreSQL time per
+  1,000 orders); the events go in with `COPY` too.
+* `gather_evidence`: four queries and building the evidence objects in Python.
 * Loading: Django's psycopg 3 `timestamptz` loader is pure Python (about 2.5 µs per value against
-  0.3 µs for psycopg's own C loader); a batch parses about 11,000 timestamps.
+  0.3 µs for psycopg's own C loader); the batch loads only the columns the sweep reads.
 * `diagnose_many`: about 35 µs per order.
 
 Causes of the due orders after a run:
@@ -249,4 +257,4 @@ Causes of the due orders after a run:
 {cause_rows}
 """
     return Result(key="sweep", title="Unreturned sweep", ok=ok, headline=headline, markdown=markdown,
-                  extra={"full": full, "idle": idle, "pair": pair_seconds, "profile": profile_text})
+                  extra={"full": full, "idle": idle, "pair": pair_seconds, "pairs": pairs, "profile": profile_text})

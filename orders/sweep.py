@@ -40,7 +40,10 @@ class SweepReport:
     seconds: float = 0.0
 
 
-def sweep_unreturned(*, now: datetime | None = None, batch_size: int = 1000, time_budget: float = 240.0) -> SweepReport:
+SWEEP_BATCH = 1000
+
+
+def sweep_unreturned(*, now: datetime | None = None, batch_size: int = SWEEP_BATCH, time_budget: float = 240.0) -> SweepReport:
     now = now or timezone.now()
     started = time.monotonic()
     report = SweepReport()

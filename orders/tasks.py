@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from django.conf import settings
+from django.db import connection
 from django.utils import timezone
+from django_q.tasks import async_task
 
 from orders.actors import Actor
 from orders.exceptions import DomainError
@@ -11,7 +14,7 @@ from orders.recheck import check_attempts, recheck_due
 from orders.services import confirm_order
 from orders.snapshots import take_snapshot_if_due
 from orders.states import OrderStatus
-from orders.sweep import sweep_unreturned
+from orders.sweep import SWEEP_BATCH, sweep_unreturned
 
 
 def recheck_due_payments() -> str:
@@ -25,10 +28,34 @@ def recheck_attempt(attempt_id: int, source: str = PaymentCheck.Source.CALLBACK)
 
 
 def sweep_unreturned_orders() -> str:
+    """The scheduled sweep. With more than one batch due on PostgreSQL it first asks the other
+    task workers to sweep alongside (`SWEEP_WORKERS` in all): SKIP LOCKED hands each worker
+    its own batches, so a backlog is cleared in a fraction of the time. (On SQLite one
+    process sweeps: row locks do not exist there, and one writer works at a time anyway.)"""
+    helpers = _sweep_helpers_needed()
+    for n in range(helpers):
+        async_task("orders.tasks.sweep_unreturned_part", task_name=f"sweep-part-{n + 1}")
     report = sweep_unreturned()
     take_snapshot_if_due()
     c = report.counts
-    return f"orders={report.orders} flagged={c.flagged} changed={c.changed} unflagged={c.unflagged}"
+    return (f"orders={report.orders} flagged={c.flagged} changed={c.changed} unflagged={c.unflagged} "
+            f"helpers={helpers}")
+
+
+def sweep_unreturned_part() -> str:
+    """One more worker on a large sweep (see `sweep_unreturned_orders`)."""
+    report = sweep_unreturned()
+    return f"orders={report.orders}"
+
+
+def _sweep_helpers_needed() -> int:
+    if settings.SWEEP_WORKERS <= 1 or connection.vendor != "postgresql":
+        return 0
+    batch_size = SWEEP_BATCH
+    more_than_a_batch = (
+        Order.objects.filter(sweep_due_at__lte=timezone.now()).order_by().values("pk")[batch_size:batch_size + 1].exists()
+    )
+    return settings.SWEEP_WORKERS - 1 if more_than_a_batch else 0
 
 
 def confirm_order_task(order_id: int) -> str:

@@ -14,19 +14,20 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import pgettext_lazy
 
 from orders.causes import Cause
 from orders.models import Merchant, Order
 
 
 class TicketStatus(models.TextChoices):
-    NEW = "new", _("new")
-    OPEN = "open", _("open")
-    WAITING_ON_CUSTOMER = "waiting_on_customer", _("waiting on customer")
-    WAITING_ON_MERCHANT = "waiting_on_merchant", _("waiting on merchant")
-    ESCALATED = "escalated", _("escalated")
-    RESOLVED = "resolved", _("resolved")
-    CLOSED = "closed", _("closed")
+    NEW = "new", pgettext_lazy("ticket status", "new")
+    OPEN = "open", pgettext_lazy("ticket status", "open")
+    WAITING_ON_CUSTOMER = "waiting_on_customer", pgettext_lazy("ticket status", "waiting on customer")
+    WAITING_ON_MERCHANT = "waiting_on_merchant", pgettext_lazy("ticket status", "waiting on merchant")
+    ESCALATED = "escalated", pgettext_lazy("ticket status", "escalated")
+    RESOLVED = "resolved", pgettext_lazy("ticket status", "resolved")
+    CLOSED = "closed", pgettext_lazy("ticket status", "closed")
 
 
 # A ticket in one of these still needs someone; at most one such ticket per order.
@@ -179,12 +180,12 @@ class TicketMessage(models.Model):
 
 
 class TicketEventKind(models.TextChoices):
-    CREATED = "created", _("created")
-    STATUS_CHANGED = "status_changed", _("status changed")
-    PRIORITY_CHANGED = "priority_changed", _("priority changed")
-    ASSIGNEE_CHANGED = "assignee_changed", _("assignee changed")
-    ESCALATED = "escalated", _("escalated")
-    REOPENED = "reopened", _("reopened")
+    CREATED = "created", pgettext_lazy("ticket event", "created")
+    STATUS_CHANGED = "status_changed", pgettext_lazy("ticket event", "status changed")
+    PRIORITY_CHANGED = "priority_changed", pgettext_lazy("ticket event", "priority changed")
+    ASSIGNEE_CHANGED = "assignee_changed", pgettext_lazy("ticket event", "assignee changed")
+    ESCALATED = "escalated", pgettext_lazy("ticket event", "escalated")
+    REOPENED = "reopened", pgettext_lazy("ticket event", "reopened")
 
 
 class TicketEvent(models.Model):

@@ -222,3 +222,15 @@ def test_an_order_that_does_not_exist_answers_404(client):
     response = client.get("/admin/orders/order/987654/change/")
 
     assert response.status_code == 404
+
+
+def test_the_order_page_links_the_customers_status_page(client):
+    from orders.status_links import order_for_token
+
+    order, _attempt = pending_order()
+    client.force_login(staff_in(AGENT))
+
+    html = client.get(order_url(order)).content.decode()
+
+    token = html.split('href="/track/', 1)[1].split("/", 1)[0]
+    assert order_for_token(token) == order

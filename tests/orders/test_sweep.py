@@ -367,3 +367,57 @@ def test_a_money_problem_is_flagged_even_on_a_young_order():
 
     order = fresh(order)
     assert (order.stuck_cause, order.needs_review) == (Cause.DUPLICATE_PAYMENT, True)
+
+
+# --- the scheduled task: other workers sweep alongside on a backlog ------------------------------
+
+
+def due_orders(count: int) -> None:
+    merchant = quick_merchant()
+    for _ in range(count):
+        order = new_order(merchant=merchant)
+        Order.objects.filter(pk=order.pk).update(sweep_due_at=timezone.now() - timedelta(seconds=1))
+
+
+@pytest.fixture
+def enqueued(monkeypatch) -> list[str]:
+    import orders.tasks
+
+    names: list[str] = []
+    monkeypatch.setattr(orders.tasks, "async_task", lambda func, **kwargs: names.append(func))
+    monkeypatch.setattr(orders.tasks, "SWEEP_BATCH", 2)
+    return names
+
+
+def test_the_sweep_task_asks_the_other_workers_to_help_with_a_backlog(on_postgres, enqueued, settings):
+    from orders.tasks import sweep_unreturned_orders
+
+    settings.SWEEP_WORKERS = 3
+    due_orders(3)
+
+    result = sweep_unreturned_orders()
+
+    assert enqueued == ["orders.tasks.sweep_unreturned_part"] * 2
+    assert "orders=3" in result and "helpers=2" in result
+
+
+def test_the_sweep_task_sweeps_alone_when_one_batch_is_due(enqueued, settings):
+    from orders.tasks import sweep_unreturned_orders
+
+    settings.SWEEP_WORKERS = 3
+    due_orders(2)
+
+    assert "helpers=0" in sweep_unreturned_orders()
+    assert enqueued == []
+
+
+def test_the_sweep_task_never_asks_for_help_on_sqlite(enqueued, settings):
+    from orders.tasks import sweep_unreturned_orders
+
+    if connection.vendor == "postgresql":
+        pytest.skip("the SQLite rule")
+    settings.SWEEP_WORKERS = 3
+    due_orders(3)
+
+    assert "helpers=0" in sweep_unreturned_orders()
+    assert enqueued == []

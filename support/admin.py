@@ -1,0 +1,1 @@
+from support import outbox_admin, ticket_admin  # noqa: F401

@@ -1,0 +1,65 @@
+"""Reads of tickets scoped by user. Every ticket lookup in views and APIs goes through
+`tickets_visible_to`, so a merchant user never reaches another merchant's tickets by
+changing an id."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from django.db.models import Q, QuerySet
+from django.utils import timezone
+
+from orders.selectors import merchants_visible_to
+from support.models import TICKET_OPEN_STATUSES, Ticket, TicketStatus
+
+# A ticket is "due soon" when one of its due times falls within this window.
+DUE_SOON = timedelta(hours=1)
+_OPEN = sorted(TICKET_OPEN_STATUSES)
+
+
+def _is_back_office(user) -> bool:
+    return bool(user and user.is_authenticated and user.is_active and (user.is_staff or user.is_superuser))
+
+
+def tickets_visible_to(user) -> QuerySet[Ticket]:
+    if _is_back_office(user):
+        return Ticket.objects.all()
+    return Ticket.objects.filter(merchant__in=merchants_visible_to(user))
+
+
+def open_tickets_visible_to(user) -> QuerySet[Ticket]:
+    return tickets_visible_to(user).filter(status__in=_OPEN)
+
+
+def my_tickets(user) -> QuerySet[Ticket]:
+    """The open tickets assigned to `user`."""
+    return open_tickets_visible_to(user).filter(assignee_id=getattr(user, "pk", None))
+
+
+def unassigned_tickets(user) -> QuerySet[Ticket]:
+    return open_tickets_visible_to(user).filter(assignee__isnull=True)
+
+
+def sla_due_soon_tickets(user, *, now: datetime | None = None, within: timedelta = DUE_SOON) -> QuerySet[Ticket]:
+    """Open tickets with a running clock whose first response or resolution is due within
+    `within` (or already overdue), soonest resolution first."""
+    horizon = (now or timezone.now()) + within
+    due = Q(first_responded_at__isnull=True, first_response_due_at__lte=horizon) | Q(resolution_due_at__lte=horizon)
+    return open_tickets_visible_to(user).filter(due, sla_paused_at__isnull=True).order_by("resolution_due_at", "pk")
+
+
+def escalated_tickets(user) -> QuerySet[Ticket]:
+    return tickets_visible_to(user).filter(status=TicketStatus.ESCALATED).order_by("-escalated_at", "-pk")
+
+
+QUEUES = {
+    "mine": my_tickets,
+    "unassigned": unassigned_tickets,
+    "sla_due_soon": sla_due_soon_tickets,
+    "escalated": escalated_tickets,
+}
+
+
+def ticket_queue(user, name: str) -> QuerySet[Ticket]:
+    """One of the named queues (`QUEUES`) for `user`; KeyError for an unknown name."""
+    return QUEUES[name](user)
