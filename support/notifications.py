@@ -73,6 +73,9 @@ STATUS_KINDS: dict[str, str] = {
     OrderStatus.CANCELLED: Kind.ORDER_CANCELLED,
     OrderStatus.EXPIRED: Kind.ORDER_EXPIRED,
 }
+# Statuses whose arrival emails the customer when the order was unreturned: confirmed after
+# a delay, and the ones above. Support's resolution reply does not email them a second time.
+STATUSES_THAT_EMAIL = frozenset({OrderStatus.CONFIRMED, *STATUS_KINDS})
 
 
 # --- queueing -------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from django.db.models import Count, DateTimeField, Exists, ExpressionWrapper, F,
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 
 from orders.actors import Actor
 from orders.causes import Cause
@@ -269,8 +270,9 @@ def open_ticket(
 
 
 def _append_message(ticket: Ticket, *, body: str, visibility: str, actor: Actor, author_email: str = "",
-                    author_name: str = "", now: datetime, opening: bool = False) -> TicketMessage:
-    """Add a message to a ticket locked (or just created) by the caller, with its effects."""
+                    author_name: str = "", now: datetime, opening: bool = False, email: bool = True) -> TicketMessage:
+    """Add a message to a ticket locked (or just created) by the caller, with its effects.
+    `email=False` keeps a public reply from being emailed (the customer already has the news)."""
     if actor.kind == "customer":
         author_email = author_email or actor.label or ticket.customer_email
         author_name = author_name or ticket.customer_name
@@ -290,9 +292,10 @@ def _append_message(ticket: Ticket, *, body: str, visibility: str, actor: Actor,
             if ticket.first_responded_at is None:
                 ticket.first_responded_at = now
                 fields.append("first_responded_at")
-            from support.notifications import queue_ticket_reply
+            if email:
+                from support.notifications import queue_ticket_reply
 
-            queue_ticket_reply(message)
+                queue_ticket_reply(message)
     _save(ticket, fields)
     return message
 
@@ -432,17 +435,40 @@ def _diagnosis_note(order: Order) -> str:
                  % {"reference": order.reference, "cause": _cause_label(order.stuck_cause)}]
         if order.stuck_cause in RECOMMENDED_ACTION:
             lines.append(_("Recommended action: %(action)s") % {"action": _(RECOMMENDED_ACTION[order.stuck_cause])})
-        return "\n".join(lines)
-    lines = [
-        verdict.summary,
-        "",
-        _("Recommended action: %(action)s") % {"action": verdict.recommended_action},
-        _("Done automatically: %(automatic)s") % {"automatic": verdict.automatic},
-    ]
-    if verdict.evidence:
-        lines += ["", _("Evidence:")]
-        lines += [f"- {key}: {value}" for key, value in verdict.evidence.items()]
+    else:
+        lines = [
+            verdict.summary,
+            "",
+            _("Recommended action: %(action)s") % {"action": verdict.recommended_action},
+            _("Done automatically: %(automatic)s") % {"automatic": verdict.automatic},
+        ]
+    if evidence is not None and evidence.attempts:
+        lines += ["", _("Payment attempts:")]
+        lines += [_attempt_line(attempt) for attempt in evidence.attempts]
     return "\n".join(lines)
+
+
+def _attempt_line(attempt) -> str:
+    """One attempt of the evidence in plain words (the raw facts are on the order page)."""
+    from django.utils.formats import date_format
+
+    from orders.states import AttemptStatus
+
+    last = attempt.recent_checks[0] if attempt.recent_checks else None
+    if last is None:
+        last_check = _("never checked")
+    else:
+        outcome = (last.reported_status or "-") if last.answered else (
+            f"{last.error_kind} {last.http_status}" if last.http_status else last.error_kind)
+        last_check = _("last check %(outcome)s at %(time)s") % {
+            "outcome": outcome, "time": date_format(timezone.localtime(last.checked_at), "SHORT_DATETIME_FORMAT")}
+    status = AttemptStatus(attempt.status).label if attempt.status in AttemptStatus.values else attempt.status
+    checks = ngettext("%(count)s check", "%(count)s checks", attempt.check_count) % {"count": attempt.check_count}
+    return _("- #%(id)s at %(provider)s: %(status)s, %(amount)s %(currency)s, %(checks)s, %(last)s%(callback)s") % {
+        "id": attempt.id, "provider": attempt.provider, "status": status, "amount": attempt.amount,
+        "currency": attempt.currency, "checks": checks, "last": last_check,
+        "callback": _(", callback received") if attempt.has_callback else "",
+    }
 
 
 def _cause_label(cause: str) -> str:
@@ -502,8 +528,12 @@ def resolve_order_ticket(*, order_id: int, actor: Actor) -> Ticket | None:
         now = timezone.now()
         text = _("Your order %(reference)s is now %(status)s.") % {
             "reference": order.reference, "status": OrderStatus(order.status).label}
+        from support.notifications import STATUSES_THAT_EMAIL
+
+        # Told once: when the order's new status has its own email (confirmed, declined,
+        # cancelled, expired), the reply stays on the ticket without a second email.
         _append_message(locked, body=text, visibility=MessageVisibility.PUBLIC, actor=actor,
-                        author_name=_("Support"), now=now)
+                        author_name=_("Support"), now=now, email=order.status not in STATUSES_THAT_EMAIL)
         _save(locked, _move_locked(locked, to=Status.RESOLVED, actor=actor,
                                    reason=_("The order is no longer unreturned."), now=now))
     return locked

@@ -47,6 +47,9 @@ def test_the_automatic_ticket_carries_the_diagnosis_as_an_internal_note():
     [note] = ticket.messages.all()
     assert note.visibility == "internal"
     assert "Recommended action:" in note.body
+    attempt = order.attempts.get()
+    assert f"- #{attempt.pk} at {attempt.provider}: " in note.body  # the attempts in plain words
+    assert "{'" not in note.body  # never a raw dump of the evidence
 
 
 @pytest.mark.parametrize(("cause", "needs_review"), [(Cause.AMOUNT_MISMATCH, False), (Cause.RESULT_UNKNOWN, True)])
@@ -154,18 +157,33 @@ def test_a_sorted_order_resolves_its_ticket_with_a_plain_words_reply(
     assert ticket.status == Status.RESOLVED
     reply = ticket.messages.filter(visibility="public").get()
     assert reply.body == f"Your order {order.reference} is now {OrderStatus.CANCELLED.label}."
-    assert replies == [reply]
+    assert replies == []  # the cancellation has its own email: the customer is told once
 
 
 def test_resolving_an_order_ticket_twice_emails_once(replies):  # noqa: F811
     order = stuck_order()
     services.ticket_for_stuck_order(order=order, actor=SYSTEM)
-    order_services.staff_cancel_order(order=order, reason="customer asked", actor=SYSTEM)
+    # No longer unreturned without a status of its own to email about (the sweep unflagged it).
+    Order.objects.filter(pk=order.pk).update(stuck_since=None, stuck_cause="", stuck_category="", needs_review=False,
+                                             resolved_at=timezone.now())
 
     services.resolve_order_ticket(order_id=order.pk, actor=SYSTEM)
     assert services.resolve_order_ticket(order_id=order.pk, actor=SYSTEM) is None
 
     assert len(replies) == 1
+
+
+def test_a_customer_whose_stuck_order_is_cancelled_gets_one_email(django_capture_on_commit_callbacks):
+    from support.models import Notification
+
+    order = stuck_order()
+    services.ticket_for_stuck_order(order=order, actor=SYSTEM)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        order_services.staff_cancel_order(order=order, reason="customer asked", actor=SYSTEM)
+
+    assert fresh(order.tickets.get()).status == Status.RESOLVED
+    assert list(Notification.objects.filter(order=order).values_list("kind", flat=True)) == ["order_cancelled"]
 
 
 def test_an_order_unreturned_again_reopens_its_resolved_ticket(django_capture_on_commit_callbacks, replies):  # noqa: F811
