@@ -182,6 +182,10 @@ def _move_locked(ticket: Ticket, *, to: str, actor: Actor, reason: str = "", now
         # to leave alone orders a person has decided about).
         ticket.resolved_at = now
         fields.append("resolved_at")
+    if to == Status.ESCALATED:
+        # By hand too: the automatic escalation then waits for the next breach.
+        ticket.escalated_at = now
+        fields.append("escalated_at")
     if reopening:
         ticket.reopened_count += 1
         ticket.resolved_at = None

@@ -139,3 +139,14 @@ def test_the_command_runs_one_pass_and_prints_the_count(clock):
     call_command("escalate_tickets", "--once", stdout=out)
 
     assert "1 tickets escalated." in out.getvalue()
+
+
+def test_a_ticket_escalated_by_hand_is_escalated_again_only_at_its_next_breach(
+        clock, django_capture_on_commit_callbacks):
+    ticket = open_ticket_for(priority=TicketPriority.NORMAL)
+    clock.shift(timedelta(hours=9))  # the first response is overdue
+    services.change_status(ticket=ticket, to=TicketStatus.ESCALATED, actor=SYSTEM, reason="customer called")
+
+    assert fresh(ticket).escalated_at == START + timedelta(hours=9)
+    assert escalate(django_capture_on_commit_callbacks) == 0  # that breach was handled by hand
+    assert fresh(ticket).priority == TicketPriority.NORMAL
