@@ -277,9 +277,12 @@ def _client_ip(request: HttpRequest) -> str:
 
 def _rate_keys(order: Order, request: HttpRequest) -> list[tuple[str, int]]:
     ip = hashlib.sha256(_client_ip(request).encode()).hexdigest()[:32]
+    # Fixed windows named by the application's clock, not the cache's expiry: the count is
+    # the same on every cache backend (Redis expires keys by its own clock).
+    window = int(timezone.now().timestamp() // RATE_WINDOW_SECONDS)
     return [
-        (f"track-report:order:{order.pk}", REPORTS_PER_ORDER_PER_HOUR),
-        (f"track-report:ip:{ip}", REPORTS_PER_IP_PER_HOUR),
+        (f"track-report:order:{order.pk}:{window}", REPORTS_PER_ORDER_PER_HOUR),
+        (f"track-report:ip:{ip}:{window}", REPORTS_PER_IP_PER_HOUR),
     ]
 
 
