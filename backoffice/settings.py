@@ -50,7 +50,10 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "rest_framework",
+    "rest_framework.authtoken",
     "django_filters",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "django_q",
     "support.apps.SupportConfig",
     "orders.apps.OrdersConfig",
@@ -133,6 +136,49 @@ if REDIS_URL:
 else:
     # The database cache is shared by every web and cluster process, unlike locmem.
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": "cache_table"}}
+
+# --- REST API (/api/v1/) ----------------------------------------------------------------
+# Writes per user (a token is one user's) in the default cache: Redis when REDIS_URL is set.
+API_WRITE_RATE = os.environ.get("API_WRITE_RATE", "120/min")
+# How long an API Idempotency-Key is remembered (and its response replayed).
+IDEMPOTENCY_KEY_TTL_HOURS = int(os.environ.get("IDEMPOTENCY_KEY_TTL_HOURS", "24"))
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        # Token first: an anonymous request is answered 401 with WWW-Authenticate: Token.
+        "rest_framework.authentication.TokenAuthentication",
+        # The browser (Swagger UI, staff pages); CSRF stays on for its writes.
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["orders.api.parsers.LimitedJSONParser"],
+    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "DEFAULT_PAGINATION_CLASS": "orders.api.pagination.OrderCursorPagination",
+    "PAGE_SIZE": 50,
+    "DEFAULT_THROTTLE_CLASSES": ["orders.api.throttling.WriteRateThrottle"],
+    "DEFAULT_THROTTLE_RATES": {"api_write": API_WRITE_RATE},
+    "EXCEPTION_HANDLER": "orders.api.errors.exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Order Recovery Desk API",
+    "DESCRIPTION": "Unreturned orders, their diagnosis and the actions that resolve them. "
+                   "Every error has the shape {\"error\": {\"code\", \"message\", \"fields\"}}.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SCHEMA_PATH_PREFIX": r"/api/v1",
+    "COMPONENT_SPLIT_REQUEST": True,
+    # Served from drf-spectacular-sidecar's static files: no CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "ENUM_NAME_OVERRIDES": {
+        "OrderStatusEnum": "orders.states.OrderStatus",
+        "AttemptStatusEnum": "orders.states.AttemptStatus",
+        "CauseEnum": "orders.causes.Cause",
+        "CategoryEnum": "orders.causes.Category",
+    },
+}
 
 # --- Task cluster (django-q2) ---------------------------------------------------------
 Q_BROKER = os.environ.get("Q_BROKER", "orm").lower()

@@ -9,6 +9,7 @@ from django.utils.translation import gettext_lazy as _
 from django.contrib import messages
 
 from orders.models import (
+    IdempotencyKey,
     Merchant,
     MerchantMembership,
     OrderEvent,
@@ -204,4 +205,15 @@ class PaymentApprovalAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
                     "decided_by"]
     list_filter = ["status"]
     list_select_related = ["order", "order__merchant", "requested_by", "decided_by"]
+    show_full_result_count = False
+
+
+@admin.register(IdempotencyKey)
+class IdempotencyKeyAdmin(ReadOnlyAdminMixin, ExactSearchMixin, admin.ModelAdmin):
+    """API idempotency keys, for answering "why did my retry get that answer?"."""
+
+    list_display = ["key", "owner", "method", "path", "status", "response_status", "created_at", "completed_at"]
+    list_filter = ["status"]
+    list_select_related = ["owner"]
+    exact_search_fields = ("key",)
     show_full_result_count = False

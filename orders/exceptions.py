@@ -20,4 +20,11 @@ class IllegalTransition(DomainError):
 
 
 class ValidationFailed(DomainError):
+    """Bad input. `field` names the input it is about, when one is (forms and the API show the
+    message beside that field)."""
+
     code = "validation_failed"
+
+    def __init__(self, message: str, *, code: str | None = None, field: str = "") -> None:
+        super().__init__(message, code=code)
+        self.field = field

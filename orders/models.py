@@ -584,3 +584,50 @@ class UnreturnedSnapshot(models.Model):
         verbose_name = _("unreturned snapshot")
         verbose_name_plural = _("unreturned snapshots")
         ordering = ["-taken_at"]
+
+
+class IdempotencyKeyStatus(models.TextChoices):
+    IN_PROGRESS = "in_progress", _("in progress")
+    DONE = "done", _("done")
+
+
+class IdempotencyKey(models.Model):
+    """One `Idempotency-Key` an API client sent, and the response it got (see `orders.api.idempotency`).
+
+    The (owner, key) constraint is the lock: of several concurrent requests with one key, exactly one
+    inserts its row and runs; the others find the row and are answered from it."""
+
+    Status = IdempotencyKeyStatus
+
+    # The unique (owner, key) index serves lookups by owner: no index of its own.
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+", db_index=False, verbose_name=_("owner")
+    )
+    key = models.CharField(_("key"), max_length=255)
+    method = models.CharField(_("method"), max_length=10)
+    path = models.CharField(_("path"), max_length=2000)
+    request_fingerprint = models.CharField(_("request fingerprint"), max_length=64)
+    status = models.CharField(_("status"), max_length=16, choices=IdempotencyKeyStatus.choices,
+                              default=IdempotencyKeyStatus.IN_PROGRESS)
+    response_status = models.PositiveSmallIntegerField(_("response status"), null=True, blank=True)
+    response_body = models.TextField(_("response body"), blank=True, default="")
+    response_headers = models.JSONField(_("response headers"), default=dict, blank=True)
+    created_at = models.DateTimeField(_("created"), default=timezone.now)
+    completed_at = models.DateTimeField(_("completed"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("idempotency key")
+        verbose_name_plural = _("idempotency keys")
+        constraints = [
+            models.UniqueConstraint(fields=["owner", "key"], name="idempotency_key_unique_per_owner"),
+            models.CheckConstraint(
+                condition=Q(status=IdempotencyKeyStatus.IN_PROGRESS)
+                | Q(status=IdempotencyKeyStatus.DONE, response_status__isnull=False, completed_at__isnull=False),
+                name="idempotency_key_done_has_response",
+            ),
+        ]
+        # The purge deletes by age.
+        indexes = [models.Index(fields=["created_at"], name="idempotency_key_created_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.key} ({self.method} {self.path})"

@@ -11,6 +11,7 @@ SCHEDULES: list[dict] = [
     {"name": "recheck-due-payments", "func": "orders.tasks.recheck_due_payments", "minutes": 1},
     {"name": "sweep-unreturned", "func": "orders.tasks.sweep_unreturned_orders", "minutes": 1},
     {"name": "retry-confirmations", "func": "orders.tasks.retry_confirmations", "minutes": 1},
+    {"name": "purge-idempotency-keys", "func": "orders.tasks.purge_idempotency_keys", "minutes": 60},
 ]
 
 

@@ -166,13 +166,15 @@ def _excerpt(raw: Any, limit: int = 500) -> str:
 
 def _check_money(amount: Decimal, currency: str) -> None:
     if not is_currency(currency):
-        raise ValidationFailed(_("“%(currency)s” is not an ISO 4217 currency code.") % {"currency": currency})
+        raise ValidationFailed(_("“%(currency)s” is not an ISO 4217 currency code.") % {"currency": currency},
+                               field="currency")
     if amount <= 0:
-        raise ValidationFailed(_("The amount must be greater than zero."))
+        raise ValidationFailed(_("The amount must be greater than zero."), field="amount")
     places = MINOR_UNITS[currency]
     if amount != amount.quantize(Decimal(1).scaleb(-places)):
         raise ValidationFailed(
-            _("%(currency)s amounts have at most %(places)d decimal places.") % {"currency": currency, "places": places}
+            _("%(currency)s amounts have at most %(places)d decimal places.") % {"currency": currency, "places": places},
+            field="amount",
         )
     # The columns hold fewer places and digits than some currencies allow (BHD, KWD have 3):
     # refuse what cannot be stored exactly instead of letting the database round or overflow.
@@ -180,10 +182,11 @@ def _check_money(amount: Decimal, currency: str) -> None:
     if amount != amount.quantize(Decimal(1).scaleb(-field.decimal_places)):
         raise ValidationFailed(
             _("Amounts with more than %(places)d decimal places are not supported yet.")
-            % {"places": field.decimal_places}
+            % {"places": field.decimal_places},
+            field="amount",
         )
     if amount >= Decimal(10) ** (field.max_digits - field.decimal_places):
-        raise ValidationFailed(_("The amount is too large."))
+        raise ValidationFailed(_("The amount is too large."), field="amount")
 
 
 # --- orders -------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from django.db.models import Count, Q
+from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 
 from orders.models import Order, PaymentAttempt, UnreturnedSnapshot
@@ -31,10 +31,12 @@ def age_bucket_q(code: str, *, now: datetime) -> Q:
     return q
 
 
-def unreturned_counts(*, now: datetime | None = None) -> dict:
-    """The backlog right now, in three aggregate queries over the flagged orders only."""
+def unreturned_counts(*, now: datetime | None = None, orders: QuerySet[Order] | None = None) -> dict:
+    """The backlog right now, in three aggregate queries over the flagged orders only; among
+    `orders` when given (a user's scoped orders, for the API's summary)."""
     now = now or timezone.now()
-    flagged = Order.objects.filter(stuck_since__isnull=False)
+    scoped = orders is not None
+    flagged = (orders if scoped else Order.objects.all()).filter(stuck_since__isnull=False)
     totals = flagged.aggregate(
         total=Count("pk"),
         needs_review=Count("pk", filter=Q(needs_review=True)),
@@ -45,8 +47,10 @@ def unreturned_counts(*, now: datetime | None = None) -> dict:
     for cause, category, count in flagged.order_by().values_list("stuck_cause", "stuck_category").annotate(n=Count("pk")):
         by_cause[cause] = by_cause.get(cause, 0) + count
         by_category[category] = by_category.get(category, 0) + count
+    attempts = (PaymentAttempt.objects.filter(order__in=flagged.order_by().values("pk")) if scoped
+                else PaymentAttempt.objects.filter(order__stuck_since__isnull=False))
     by_provider = dict(
-        PaymentAttempt.objects.filter(order__stuck_since__isnull=False)
+        attempts
         .order_by()
         .values_list("provider")
         .annotate(n=Count("order_id", distinct=True))

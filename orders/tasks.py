@@ -8,6 +8,7 @@ from django.utils import timezone
 from django_q.tasks import async_task
 
 from orders.actors import Actor
+from orders.api.idempotency import purge_expired_keys
 from orders.exceptions import DomainError
 from orders.models import Order, PaymentCheck
 from orders.recheck import check_attempts, recheck_due
@@ -95,3 +96,8 @@ def check_orders_now(order_ids: list[int], user_id: int | None = None) -> str:
     )
     report = check_attempts(ids, source=PaymentCheck.Source.MANUAL, actor=actor)
     return f"checked={report.checked} changed={report.changed}"
+
+
+def purge_idempotency_keys() -> str:
+    """Forget API idempotency keys older than IDEMPOTENCY_KEY_TTL_HOURS (batched deletes)."""
+    return f"deleted={purge_expired_keys()}"

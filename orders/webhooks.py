@@ -20,6 +20,7 @@ from django.utils.translation import gettext as _
 from django.views.decorators.csrf import csrf_exempt
 
 from orders.actors import Actor
+from orders.api.errors import error_response
 from orders.models import Order, PaymentAttempt, PaymentCheck, ProviderCallback
 from orders.providers.base import CallbackEvent, MalformedCallback, PaymentProvider, SignatureInvalid
 from orders.providers.registry import UnknownProvider, get_provider
@@ -34,10 +35,6 @@ MASKED_HEADERS = frozenset({"webhook-signature", "authorization", "cookie", "pro
 BAD_SIGNATURE_LIMIT = 30
 
 Outcome = ProviderCallback.Outcome
-
-
-def error_response(status: int, code: str, message: str, **extra) -> JsonResponse:
-    return JsonResponse({"error": {"code": code, "message": message, "fields": {}}, **extra}, status=status)
 
 
 def _masked_headers(request: HttpRequest) -> dict[str, str]:

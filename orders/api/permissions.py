@@ -1,0 +1,82 @@
+"""Who may write what. Reads are scoped by `orders.selectors`; these classes decide writes.
+
+- Staff (is_staff) act as back office: writes allowed, guarded actions need their permission
+  (`orders.check_now`, `orders.cancel_order`, `orders.mark_paid`), as in the admin.
+- Merchant users write only for a merchant where their membership is operator or manager;
+  a viewer reads and every write answers 403.
+"""
+
+from __future__ import annotations
+
+from django.utils.translation import gettext_lazy as _
+from rest_framework.permissions import SAFE_METHODS, BasePermission
+
+from orders.actors import Actor
+from orders.models import MembershipRole, Merchant, MerchantMembership
+
+WRITE_ROLES = frozenset({MembershipRole.OPERATOR, MembershipRole.MANAGER})
+
+
+def is_back_office(user) -> bool:
+    return bool(user and user.is_authenticated and user.is_active and (user.is_staff or user.is_superuser))
+
+
+def actor_for(user) -> Actor:
+    return Actor.staff(user) if is_back_office(user) else Actor.merchant(user)
+
+
+def writable_merchants(user):
+    """Merchants the user may write for (all of them for staff)."""
+    if is_back_office(user):
+        return Merchant.objects.all()
+    return Merchant.objects.filter(
+        active=True, memberships__user=user, memberships__role__in=sorted(WRITE_ROLES)
+    )
+
+
+def can_write_for(user, merchant_id: int) -> bool:
+    if is_back_office(user):
+        return True
+    return MerchantMembership.objects.filter(
+        user=user, merchant_id=merchant_id, merchant__active=True, role__in=sorted(WRITE_ROLES)
+    ).exists()
+
+
+class OrderWritePermission(BasePermission):
+    """Object level: writes on an order need staff or an operator/manager membership of its merchant.
+    Collection level (create): a user with no writable merchant at all is refused up front."""
+
+    message = _("Your role for this merchant allows reading only.")
+
+    def has_permission(self, request, view) -> bool:
+        if request.method in SAFE_METHODS or getattr(view, "detail", False) or is_back_office(request.user):
+            return True
+        return writable_merchants(request.user).exists()
+
+    def has_object_permission(self, request, view, obj) -> bool:
+        if request.method in SAFE_METHODS:
+            return True
+        return can_write_for(request.user, obj.merchant_id)
+
+
+class StaffPermission(BasePermission):
+    """Staff must hold `orders.<codename>` for the action; merchant users pass to the object check
+    (operator/manager) unless the action is staff-only."""
+
+    message = _("You do not have permission to do this.")
+
+    def __init__(self, codename: str, *, staff_only: bool = False) -> None:
+        self.codename = codename
+        self.staff_only = staff_only
+
+    def __call__(self):  # DRF instantiates permission classes; an instance stands in for its class
+        return self
+
+    def has_permission(self, request, view) -> bool:
+        if is_back_office(request.user):
+            return request.user.has_perm(f"orders.{self.codename}")
+        return not self.staff_only
+
+
+def staff_permission(codename: str, *, staff_only: bool = False) -> StaffPermission:
+    return StaffPermission(codename, staff_only=staff_only)

@@ -1,0 +1,291 @@
+"""/api/v1/: thin views. Every object lookup goes through `orders_visible_to(request.user)`
+(another merchant's id answers 404), every write through one service in `orders.services`."""
+
+from __future__ import annotations
+
+from django.db.models import Prefetch, QuerySet
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.translation import gettext as _
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
+from rest_framework import exceptions, mixins, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from orders import services
+from orders.api import serializers as s
+from orders.api.idempotency import IdempotentMixin
+from orders.api.pagination import OrderCursorPagination
+from orders.api.permissions import (
+    OrderWritePermission,
+    actor_for,
+    can_write_for,
+    is_back_office,
+    staff_permission,
+    writable_merchants,
+)
+from orders.causes import Category, Cause
+from orders.diagnosis import diagnose
+from orders.evidence import detect_outage_providers, gather_evidence
+from orders.filters import OrderFilter
+from orders.models import Merchant, Order, PaymentAttempt
+from orders.recheck import check_order_now
+from orders.selectors import merchants_visible_to, orders_visible_to
+from orders.snapshots import AGE_BUCKETS, unreturned_counts
+from orders.states import ATTEMPT_OPEN
+from orders.timeline import order_timeline
+
+# --- shared error responses for the schema -------------------------------------------------------
+
+
+def _error(description: str) -> OpenApiResponse:
+    return OpenApiResponse(s.ErrorSerializer, description=description)
+
+
+E400 = {400: _error("Invalid request: `fields` says which fields and why.")}
+E401 = {401: _error("Not authenticated.")}
+E403 = {403: _error("Authenticated, but not allowed (for example a viewer writing).")}
+E404 = {404: _error("No such order among those you can see.")}
+E409 = {409: _error("The order's state refuses the action.")}
+E413 = {413: _error("The request body is larger than 256 KiB.")}
+E429 = {429: _error("Too many writes; see Retry-After.")}
+READ_ERRORS = {**E401, **E403}
+WRITE_ERRORS = {**E400, **E401, **E403, **E413, **E429}
+
+
+# --- diagnosis -----------------------------------------------------------------------------------
+
+
+def order_diagnosis(order: Order) -> dict | None:
+    """The diagnosis panel's facts for one order, computed now from its evidence
+    (`gather_evidence` + `diagnose`, as the staff order page does)."""
+    now = timezone.now()
+    evidence = gather_evidence([order.pk]).get(order.pk)
+    verdict = diagnose(evidence, now=now, outage_providers=detect_outage_providers(now=now)) if evidence else None
+    if verdict is None:
+        return None
+    open_attempt = next((a for a in order.attempts.all() if a.status in ATTEMPT_OPEN), None)
+    return {
+        "cause": verdict.cause,
+        "cause_label": str(Cause(verdict.cause).label),
+        "category": verdict.category,
+        "category_label": str(Category(verdict.category).label),
+        "summary": verdict.summary,
+        "recommended_action": verdict.recommended_action,
+        "automatic": verdict.automatic,
+        "needs_review": verdict.needs_review,
+        "next_check_at": open_attempt.next_check_at if open_attempt else None,
+    }
+
+
+def unreturned_summary(orders: QuerySet[Order], *, now) -> dict:
+    """The unreturned backlog among `orders` (already scoped to the user), in three queries."""
+    return unreturned_counts(now=now, orders=orders)
+
+
+# --- orders --------------------------------------------------------------------------------------
+
+
+@extend_schema_view(
+    list=extend_schema(
+        summary="List orders", description="Newest first, with cursor pagination (`?cursor=`, `?page_size=`, max 200).",
+        responses={200: s.OrderSerializer(many=True), **E400, **READ_ERRORS},
+    ),
+    retrieve=extend_schema(
+        summary="Get one order with its attempts and diagnosis",
+        responses={200: s.OrderDetailSerializer, **READ_ERRORS, **E404},
+    ),
+)
+class OrderViewSet(IdempotentMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    permission_classes = [IsAuthenticated, OrderWritePermission]
+    filterset_class = OrderFilter
+    pagination_class = OrderCursorPagination
+    serializer_class = s.OrderSerializer
+    lookup_value_regex = r"[0-9]+"
+
+    def get_queryset(self) -> QuerySet[Order]:
+        queryset = orders_visible_to(self.request.user).select_related("merchant")
+        if self.action != "list":
+            queryset = queryset.prefetch_related(
+                Prefetch("attempts", queryset=PaymentAttempt.objects.order_by("-created_at", "-id"))
+            )
+        return queryset
+
+    def filter_queryset(self, queryset: QuerySet) -> QuerySet:
+        # Query filters belong to the list; an id is looked up among everything the user sees.
+        return super().filter_queryset(queryset) if self.action == "list" else queryset
+
+    def get_serializer_class(self):
+        return s.OrderDetailSerializer if self.action == "retrieve" else s.OrderSerializer
+
+    def _detail(self, order: Order) -> dict:
+        fresh = self.get_queryset().get(pk=order.pk)
+        return s.OrderDetailSerializer(
+            fresh, context={**self.get_serializer_context(), "diagnosis": {fresh.pk: order_diagnosis(fresh)}}
+        ).data
+
+    def retrieve(self, request: Request, *args, **kwargs) -> Response:
+        return Response(self._detail(self.get_object()))
+
+    # --- create ---
+
+    def _merchant_for_create(self, code: str | None) -> Merchant:
+        user = self.request.user
+        if is_back_office(user):
+            if not code:
+                raise exceptions.ValidationError({"merchant": [_("Give the merchant's code.")]})
+        if code:
+            merchant = merchants_visible_to(user).filter(code=code).first()
+            if merchant is None:
+                raise exceptions.ValidationError({"merchant": [_("You have no merchant with this code.")]})
+            if not can_write_for(user, merchant.pk):
+                raise exceptions.PermissionDenied(_("Your role for this merchant allows reading only."))
+            return merchant
+        candidates = list(writable_merchants(user)[:2])
+        if not candidates:
+            raise exceptions.PermissionDenied(_("Your role for this merchant allows reading only."))
+        if len(candidates) > 1:
+            raise exceptions.ValidationError(
+                {"merchant": [_("You belong to several merchants: say which one with its code.")]}
+            )
+        return candidates[0]
+
+    @extend_schema(
+        summary="Create an order",
+        request=s.OrderCreateSerializer,
+        responses={
+            201: s.OrderDetailSerializer,
+            **WRITE_ERRORS,
+            409: OpenApiResponse(s.DuplicateErrorSerializer, description="The merchant already has this reference."),
+        },
+    )
+    def create(self, request: Request, *args, **kwargs) -> Response:
+        serializer = s.OrderCreateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        merchant = self._merchant_for_create(data.get("merchant"))
+        order = services.create_order(
+            merchant=merchant, reference=data["reference"], amount=data["amount"], currency=data["currency"],
+            customer_name=data["customer_name"], customer_email=data["customer_email"],
+            customer_phone=data["customer_phone"], shipping_address=data["shipping_address"],
+            actor=actor_for(request.user),
+        )
+        location = reverse("orders_api:order-detail", args=[order.pk])
+        return Response(self._detail(order), status=status.HTTP_201_CREATED, headers={"Location": location})
+
+    # --- payment attempts ---
+
+    @extend_schema(
+        methods=["GET"], summary="List the order's payment attempts", request=None,
+        responses={200: s.PaymentAttemptSerializer(many=True), **READ_ERRORS, **E404},
+    )
+    @extend_schema(
+        methods=["POST"], summary="Start a payment attempt (the order becomes payment pending)",
+        request=s.PaymentAttemptCreateSerializer,
+        responses={201: s.PaymentAttemptSerializer, **WRITE_ERRORS, **E404, **E409},
+    )
+    @action(detail=True, methods=["get", "post"], url_path="payment-attempts", pagination_class=None)
+    def payment_attempts(self, request: Request, pk=None) -> Response:
+        order = self.get_object()
+        if request.method == "GET":
+            return Response(s.PaymentAttemptSerializer(order.attempts.all(), many=True).data)
+        serializer = s.PaymentAttemptCreateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        attempt = services.create_payment_attempt(
+            order=order.pk, actor=actor_for(request.user), **serializer.validated_data
+        )
+        return Response(s.PaymentAttemptSerializer(attempt).data, status=status.HTTP_201_CREATED)
+
+    # --- timeline ---
+
+    @extend_schema(
+        summary="The order's timeline, newest first (staff also see internal entries)",
+        request=None, responses={200: s.TimelineEntrySerializer(many=True), **READ_ERRORS, **E404},
+    )
+    @action(detail=True, methods=["get"], pagination_class=None)
+    def timeline(self, request: Request, pk=None) -> Response:
+        order = self.get_object()
+        entries = order_timeline(order, include_internal=is_back_office(request.user))
+        return Response(s.TimelineEntrySerializer(entries, many=True).data)
+
+    # --- actions ---
+
+    @extend_schema(
+        summary="Check the order's open payments with the provider now",
+        request=None, responses={200: s.CheckNowResultSerializer, **WRITE_ERRORS, **E404},
+    )
+    @action(
+        detail=True, methods=["post"], url_path="check-now",
+        permission_classes=[IsAuthenticated, OrderWritePermission, staff_permission("check_now")],
+    )
+    def check_now(self, request: Request, pk=None) -> Response:
+        order = self.get_object()
+        report = check_order_now(order.pk, actor=actor_for(request.user))
+        items = [
+            {"attempt_id": item.attempt_id, "provider": item.provider, "reference": item.reference,
+             "reported_status": item.reported_status, "changed": item.changed, "error": item.error}
+            for item in report.items
+        ]
+        counts = {"checked": report.checked, "changed": report.changed, "errors": report.errors}
+        return Response({**counts, "items": s.CheckItemSerializer(items, many=True).data, "order": self._detail(order)})
+
+    @extend_schema(
+        summary="Cancel an unpaid order (open payment attempts are cancelled with it)",
+        request=s.ReasonSerializer, responses={200: s.OrderDetailSerializer, **WRITE_ERRORS, **E404, **E409},
+    )
+    @action(
+        detail=True, methods=["post"],
+        permission_classes=[IsAuthenticated, OrderWritePermission, staff_permission("cancel_order")],
+    )
+    def cancel(self, request: Request, pk=None) -> Response:
+        order = self.get_object()
+        serializer = s.ReasonSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        # The one cancel path; the actor says whether staff or the merchant cancelled.
+        services.staff_cancel_order(order=order.pk, reason=serializer.validated_data["reason"],
+                                    actor=actor_for(request.user))
+        return Response(self._detail(order))
+
+    @extend_schema(
+        summary="Mark the order paid by hand (staff with the mark-paid permission)",
+        description="200 when applied. Above the merchant's limit a second staff member must approve: "
+                    "202 with the pending approval, and the order is unchanged until then.",
+        request=s.MarkPaidSerializer,
+        responses={
+            200: s.MarkPaidResultSerializer,
+            202: OpenApiResponse(s.MarkPaidResultSerializer, description="Waiting for a second staff member."),
+            **WRITE_ERRORS, **E404, **E409,
+        },
+    )
+    @action(
+        detail=True, methods=["post"], url_path="mark-paid",
+        permission_classes=[IsAuthenticated, staff_permission("mark_paid", staff_only=True)],
+    )
+    def mark_paid(self, request: Request, pk=None) -> Response:
+        order = self.get_object()
+        serializer = s.MarkPaidSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        result = services.request_mark_paid(
+            order=order.pk, provider_reference=data["provider_reference"], reason=data["reason"],
+            provider=data["provider"], actor=actor_for(request.user),
+        )
+        approval = s.ApprovalSerializer(result.approval).data if result.approval is not None else None
+        body = {"applied": result.applied, "approval": approval, "order": self._detail(order)}
+        return Response(body, status=status.HTTP_200_OK if result.applied else status.HTTP_202_ACCEPTED)
+
+
+class UnreturnedSummaryView(APIView):
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(
+        summary="Unreturned orders counted by cause, category, provider and age bucket",
+        description="Among the orders you can see. Age buckets: " + ", ".join(AGE_BUCKETS) + ".",
+        responses={200: s.CountsSerializer, **READ_ERRORS},
+    )
+    def get(self, request: Request) -> Response:
+        counts = unreturned_summary(orders_visible_to(request.user), now=timezone.now())
+        return Response(s.CountsSerializer(counts).data)
