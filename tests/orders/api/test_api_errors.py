@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from django.core.cache import cache
 from django.utils import translation
 from rest_framework.test import APIClient
 
@@ -13,18 +12,6 @@ from tests.orders.factories import MembershipFactory, MerchantFactory
 
 pytestmark = pytest.mark.django_db
 ORDERS = "/api/v1/orders/"
-
-
-@pytest.fixture(autouse=True)
-def _fresh_throttle_counts():
-    cache.clear()
-    yield
-    cache.clear()
-
-
-@pytest.fixture
-def merchant():
-    return MerchantFactory(code="acme")
 
 
 @pytest.fixture

@@ -27,7 +27,7 @@ from orders.models import IdempotencyKey, Merchant, Order
 from orders.schedules import SCHEDULES
 from orders.tasks import purge_idempotency_keys
 from tests.orders.engine_helpers import run_in_threads
-from tests.orders.factories import MerchantFactory, UserFactory
+from tests.orders.factories import UserFactory
 
 
 class CreateOrderView(IdempotentMixin, APIView):
@@ -74,10 +74,6 @@ URL = "/orders/"
 
 pytestmark = [pytest.mark.urls(__name__)]
 
-
-@pytest.fixture
-def merchant():
-    return MerchantFactory(code="acme")
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ from decimal import Decimal
 
 import pytest
 from django.contrib.auth.models import Permission
-from django.core.cache import cache
 from django.core.management import call_command
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
@@ -24,19 +23,6 @@ from tests.orders.factories import MembershipFactory, MerchantFactory, StaffUser
 pytestmark = pytest.mark.django_db
 Role = MerchantMembership.Role
 ORDERS = "/api/v1/orders/"
-
-
-@pytest.fixture(autouse=True)
-def _fresh_throttle_counts():
-    # The write throttle counts in the default cache; user ids repeat between tests.
-    cache.clear()
-    yield
-    cache.clear()
-
-
-@pytest.fixture
-def merchant():
-    return MerchantFactory(code="acme")
 
 
 @pytest.fixture
