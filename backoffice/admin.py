@@ -1,7 +1,9 @@
 """The staff side of the admin: the order worklist, the order page and guarded actions.
 
 Models of `orders` keep their read-mostly admin in `orders/admin.py`; the order itself is
-registered here because its staff tools reach across apps (tickets live in `support`).
+registered here because its staff tools reach across apps (tickets live in `support`). The
+ticket admin (backoffice/ticket_admin.py) is here for the same reason: beside the
+conversation it shows the order's diagnosis panel and timeline.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 from django.contrib import admin
 from django.utils.translation import gettext_lazy as _
 
+from backoffice import ticket_admin  # noqa: F401 - registers the ticket admins
 from backoffice.order_actions import OrderActionsMixin
 from backoffice.worklist import WorklistMixin
 from orders.admin import AttemptInline

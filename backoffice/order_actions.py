@@ -23,8 +23,7 @@ from django.utils.translation import gettext_lazy
 
 from orders.actors import Actor
 from orders.causes import Category, Cause
-from orders.diagnosis import diagnose
-from orders.evidence import detect_outage_providers, gather_evidence
+from orders.evidence import diagnose_now
 from orders.exceptions import DomainError
 from orders.models import Order, PaymentApproval
 from orders.policy import PolicyBook, delays_for
@@ -118,9 +117,7 @@ def _require(request, codename: str) -> None:
 
 def diagnosis_panel(order: Order) -> dict:
     """The diagnosis of one order as staff see it, computed from its evidence now."""
-    now = timezone.now()
-    evidence = gather_evidence([order.pk]).get(order.pk)
-    verdict = diagnose(evidence, now=now, outage_providers=detect_outage_providers(now=now)) if evidence else None
+    _evidence, verdict = diagnose_now(order.pk)
     attempts = list(order.attempts.order_by("-created_at", "-id"))
     open_attempt = next((a for a in attempts if a.status in ATTEMPT_OPEN), None)
     schedule = None

@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 
 from django.db.models import Count, F, OuterRef, Q, Subquery, Window
 from django.db.models.functions import RowNumber
+from django.utils import timezone
 
 from orders.causes import Cause
 from orders.diagnosis import (
@@ -27,7 +28,9 @@ from orders.diagnosis import (
     AttemptEvidence,
     CheckEvidence,
     ConfirmationFailure,
+    Diagnosis,
     OrderEvidence,
+    diagnose,
 )
 from orders.models import Order, OrderEvent, PaymentAttempt, PaymentCheck, ProviderCallback
 from orders.states import ATTEMPT_OPEN, AttemptStatus
@@ -206,6 +209,16 @@ def gather_evidence(order_ids: Sequence[int], *, orders: Sequence[Order] | None 
             money_reviewed_at=money_reviewed.get(order_id),
         )
     return result
+
+
+def diagnose_now(order_id: int, *, now: datetime | None = None) -> tuple[OrderEvidence | None, Diagnosis | None]:
+    """One order's evidence and its diagnosis, computed now (the order page, the API, a
+    ticket's note): what the sweep would conclude, outage detection included."""
+    now = now or timezone.now()
+    evidence = gather_evidence([order_id]).get(order_id)
+    if evidence is None:
+        return None, None
+    return evidence, diagnose(evidence, now=now, outage_providers=detect_outage_providers(now=now))
 
 
 def detect_outage_providers(

@@ -1,1 +1,1 @@
-from support import outbox_admin, ticket_admin  # noqa: F401
+from support import outbox_admin  # noqa: F401

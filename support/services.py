@@ -427,12 +427,10 @@ def _least_busy_agent():
 
 
 def _diagnosis_note(order: Order) -> str:
-    from orders.diagnosis import RECOMMENDED_ACTION, diagnose
-    from orders.evidence import detect_outage_providers, gather_evidence
+    from orders.diagnosis import RECOMMENDED_ACTION
+    from orders.evidence import diagnose_now
 
-    now = timezone.now()
-    evidence = gather_evidence([order.pk]).get(order.pk)
-    verdict = diagnose(evidence, now=now, outage_providers=detect_outage_providers(now=now)) if evidence else None
+    evidence, verdict = diagnose_now(order.pk)
     if verdict is None:
         # Not diagnosable right now (too young, or already moving on): the stored cause's advice.
         lines = [_("Order %(reference)s is unreturned (%(cause)s); no fresh diagnosis is available right now.")

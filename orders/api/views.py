@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from django.db.models import Prefetch, QuerySet
 from django.urls import reverse
-from django.utils import timezone
 from django.utils.translation import gettext as _
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import exceptions, mixins, status, viewsets
@@ -28,8 +27,7 @@ from orders.api.permissions import (
     writable_merchants,
 )
 from orders.causes import Category, Cause
-from orders.diagnosis import diagnose
-from orders.evidence import detect_outage_providers, gather_evidence
+from orders.evidence import diagnose_now
 from orders.filters import OrderFilter
 from orders.models import Merchant, Order, PaymentAttempt
 from orders.recheck import check_order_now
@@ -61,10 +59,8 @@ WRITE_ERRORS = {**E400, **E401, **E403, **E413, **E429}
 
 def order_diagnosis(order: Order) -> dict | None:
     """The diagnosis panel's facts for one order, computed now from its evidence
-    (`gather_evidence` + `diagnose`, as the staff order page does)."""
-    now = timezone.now()
-    evidence = gather_evidence([order.pk]).get(order.pk)
-    verdict = diagnose(evidence, now=now, outage_providers=detect_outage_providers(now=now)) if evidence else None
+    (`diagnose_now`, as the staff order page does)."""
+    _evidence, verdict = diagnose_now(order.pk)
     if verdict is None:
         return None
     open_attempt = next((a for a in order.attempts.all() if a.status in ATTEMPT_OPEN), None)
@@ -79,11 +75,6 @@ def order_diagnosis(order: Order) -> dict | None:
         "needs_review": verdict.needs_review,
         "next_check_at": open_attempt.next_check_at if open_attempt else None,
     }
-
-
-def unreturned_summary(orders: QuerySet[Order], *, now) -> dict:
-    """The unreturned backlog among `orders` (already scoped to the user), in three queries."""
-    return unreturned_counts(now=now, orders=orders)
 
 
 # --- orders --------------------------------------------------------------------------------------
@@ -287,5 +278,5 @@ class UnreturnedSummaryView(APIView):
         responses={200: s.CountsSerializer, **READ_ERRORS},
     )
     def get(self, request: Request) -> Response:
-        counts = unreturned_summary(orders_visible_to(request.user), now=timezone.now())
+        counts = unreturned_counts(orders=orders_visible_to(request.user))
         return Response(s.CountsSerializer(counts).data)

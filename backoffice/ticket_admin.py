@@ -55,10 +55,6 @@ DUE_SOON = timedelta(hours=1)
 TIMELINE_LIMIT = 50
 
 
-def _visible_tickets(user) -> QuerySet[Ticket]:
-    return tickets_visible_to(user)
-
-
 def due_soon_q(now) -> Q:
     """Open tickets whose SLA clock runs and whose first response or resolution is due within
     DUE_SOON (or already overdue)."""
@@ -243,7 +239,7 @@ class TicketAdmin(admin.ModelAdmin):
     # --- lists ---------------------------------------------------------------------------------
 
     def get_queryset(self, request):
-        queryset = _visible_tickets(request.user)
+        queryset = tickets_visible_to(request.user)
         ordering = self.get_ordering(request)
         return queryset.order_by(*ordering) if ordering else queryset
 
@@ -364,7 +360,7 @@ class TicketAdmin(admin.ModelAdmin):
             # Nothing is edited through the form: every change has its own endpoint and service.
             return HttpResponseNotAllowed(["GET"])
         ticket = get_object_or_404(
-            _visible_tickets(request.user).select_related("merchant", "order", "order__merchant", "assignee"),
+            tickets_visible_to(request.user).select_related("merchant", "order", "order__merchant", "assignee"),
             pk=object_id,
         )
         context = {**ticket_page_context(request, ticket), "title": str(ticket), "subtitle": None,
@@ -374,7 +370,7 @@ class TicketAdmin(admin.ModelAdmin):
     # --- POST endpoints: permission, service, message, back to the ticket page -------------------
 
     def _ticket(self, request, object_id) -> Ticket:
-        return get_object_or_404(_visible_tickets(request.user), pk=object_id)
+        return get_object_or_404(tickets_visible_to(request.user), pk=object_id)
 
     @staticmethod
     def _require(request, codename: str) -> None:

@@ -1,4 +1,4 @@
-"""Support tickets in the staff admin (support/ticket_admin.py): the queues, a constant number
+"""Support tickets in the staff admin (backoffice/ticket_admin.py): the queues, a constant number
 of queries on the list, the ticket page, and the POST endpoints that change a ticket through
 `support.services` with permission checks, CSRF and Post/Redirect/Get."""
 
