@@ -578,9 +578,12 @@ def escalate_overdue_tickets(*, now: datetime | None = None, batch_size: int = 5
             old_priority, old_status = locked.priority, locked.status
             step = min(PRIORITY_ORDER.index(old_priority) + 1, len(PRIORITY_ORDER) - 1)
             locked.priority = PRIORITY_ORDER[step]
-            locked.status = Status.ESCALATED
+            # The status moves through the one checked path (it also stamps escalated_at);
+            # an already escalated ticket only gets its priority and time.
+            fields = _move_locked(locked, to=Status.ESCALATED, actor=Actor.system(),
+                                  reason=_("The SLA was breached."), now=now)
             locked.escalated_at = now
-            _save(locked, ["priority", "status", "escalated_at"])
+            _save(locked, ["priority", "escalated_at", *fields])
             which = (_("first response") if locked.first_responded_at is None and locked.first_response_due_at
                      and locked.first_response_due_at <= now else _("resolution"))
             _record(locked, kind=EventKind.ESCALATED, actor=Actor.system(), from_value=old_priority,

@@ -150,3 +150,13 @@ def test_a_ticket_escalated_by_hand_is_escalated_again_only_at_its_next_breach(
     assert fresh(ticket).escalated_at == START + timedelta(hours=9)
     assert escalate(django_capture_on_commit_callbacks) == 0  # that breach was handled by hand
     assert fresh(ticket).priority == TicketPriority.NORMAL
+
+
+def test_escalation_records_the_status_change_like_every_other(clock, django_capture_on_commit_callbacks):
+    ticket = open_ticket_for(priority=TicketPriority.NORMAL)
+    clock.shift(timedelta(hours=8))
+
+    escalate(django_capture_on_commit_callbacks)
+
+    change = TicketEvent.objects.get(ticket=ticket, kind=TicketEvent.Kind.STATUS_CHANGED)
+    assert (change.from_value, change.to_value) == (TicketStatus.NEW, TicketStatus.ESCALATED)
