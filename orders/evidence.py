@@ -211,14 +211,19 @@ def gather_evidence(order_ids: Sequence[int], *, orders: Sequence[Order] | None 
     return result
 
 
-def diagnose_now(order_id: int, *, now: datetime | None = None) -> tuple[OrderEvidence | None, Diagnosis | None]:
+def diagnose_now(
+    order_id: int, *, now: datetime | None = None, outage_providers: frozenset[str] | None = None
+) -> tuple[OrderEvidence | None, Diagnosis | None]:
     """One order's evidence and its diagnosis, computed now (the order page, the API, a
-    ticket's note): what the sweep would conclude, outage detection included."""
+    ticket's note): what the sweep would conclude, outage detection included. A caller
+    diagnosing many orders in a row passes `outage_providers`, detected once."""
     now = now or timezone.now()
     evidence = gather_evidence([order_id]).get(order_id)
     if evidence is None:
         return None, None
-    return evidence, diagnose(evidence, now=now, outage_providers=detect_outage_providers(now=now))
+    if outage_providers is None:
+        outage_providers = detect_outage_providers(now=now)
+    return evidence, diagnose(evidence, now=now, outage_providers=outage_providers)
 
 
 def detect_outage_providers(

@@ -26,6 +26,7 @@ from django.utils.translation import ngettext
 
 from orders.actors import Actor
 from orders.causes import Cause
+from orders.evidence import detect_outage_providers
 from orders.exceptions import DomainError, IllegalTransition, ValidationFailed
 from orders.models import Merchant, Order
 from orders.states import OrderStatus
@@ -426,11 +427,11 @@ def _least_busy_agent():
     )
 
 
-def _diagnosis_note(order: Order) -> str:
+def _diagnosis_note(order: Order, *, outage_providers: frozenset[str] | None = None) -> str:
     from orders.diagnosis import RECOMMENDED_ACTION
     from orders.evidence import diagnose_now
 
-    evidence, verdict = diagnose_now(order.pk)
+    evidence, verdict = diagnose_now(order.pk, outage_providers=outage_providers)
     if verdict is None:
         # Not diagnosable right now (too young, or already moving on): the stored cause's advice.
         lines = [_("Order %(reference)s is unreturned (%(cause)s); no fresh diagnosis is available right now.")
@@ -477,7 +478,9 @@ def _cause_label(cause: str) -> str:
     return str(Cause(cause).label) if cause in Cause.values else _("other")
 
 
-def ticket_for_stuck_order(*, order: Order | int, actor: Actor) -> Ticket:
+def ticket_for_stuck_order(
+    *, order: Order | int, actor: Actor, outage_providers: frozenset[str] | None = None
+) -> Ticket:
     """The ticket of an unreturned order: its open one, else its latest resolved one
     reopened, else a new one with the diagnosis as an internal note. Idempotent."""
     from orders.diagnosis import MONEY_CAUSES
@@ -494,7 +497,8 @@ def ticket_for_stuck_order(*, order: Order | int, actor: Actor) -> Ticket:
                 fields = _move_locked(locked, to=Status.OPEN, actor=actor,
                                       reason=_("The order is unreturned again."), now=now)
                 _save(locked, fields)
-                _append_message(locked, body=_diagnosis_note(loaded), visibility=MessageVisibility.INTERNAL,
+                _append_message(locked, body=_diagnosis_note(loaded, outage_providers=outage_providers),
+                                visibility=MessageVisibility.INTERNAL,
                                 actor=actor, now=now)
             return locked
         except TicketAlreadyOpen as exc:
@@ -508,7 +512,8 @@ def ticket_for_stuck_order(*, order: Order | int, actor: Actor) -> Ticket:
                 "reference": loaded.reference, "cause": _cause_label(cause)},
             source=TicketSource.AUTO, actor=actor, order=loaded, category=cause or OTHER_CATEGORY,
             priority=TicketPriority.HIGH if (loaded.needs_review or money) else TicketPriority.NORMAL,
-            body=_diagnosis_note(loaded), visibility=MessageVisibility.INTERNAL, assignee=assignee,
+            body=_diagnosis_note(loaded, outage_providers=outage_providers),
+                                visibility=MessageVisibility.INTERNAL, assignee=assignee,
         )
     except TicketAlreadyOpen as exc:
         return exc.ticket
@@ -645,10 +650,12 @@ def open_tickets_for_stuck_orders(*, now: datetime | None = None, batch_size: in
         .values_list("pk", flat=True)[:batch_size]
     )
     actor = Actor.system("support automation")
+    # One outage query for the pass, not one per ticket's diagnosis note.
+    outage = detect_outage_providers(now=now) if ids else frozenset()
     done = 0
     for order_id in ids:
         try:
-            ticket_for_stuck_order(order=order_id, actor=actor)
+            ticket_for_stuck_order(order=order_id, actor=actor, outage_providers=outage)
             done += 1
         except DomainError as exc:
             log.warning("no ticket for unreturned order %s: %s", order_id, exc.message)

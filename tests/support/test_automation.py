@@ -289,3 +289,17 @@ def test_the_tasks_take_ids_and_call_the_services(replies):  # noqa: F811
     assert tasks.open_tickets_for_stuck_orders_task() == "opened=1"
     assert tasks.escalate_tickets() == "escalated=0"
     assert tasks.resolve_order_ticket_task(order.pk) == "nothing to resolve"  # still unreturned
+
+
+def test_a_pass_detects_provider_outages_once_for_all_its_tickets(monkeypatch):
+    import orders.evidence
+
+    calls = []
+    real = orders.evidence.detect_outage_providers
+    monkeypatch.setattr(orders.evidence, "detect_outage_providers", lambda **kw: calls.append(kw) or real(**kw))
+    monkeypatch.setattr(services, "detect_outage_providers", lambda **kw: calls.append(kw) or real(**kw))
+    for _ in range(3):
+        stuck_order(needs_review=True)
+
+    assert services.open_tickets_for_stuck_orders() == 3
+    assert len(calls) == 1
