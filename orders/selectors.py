@@ -10,15 +10,20 @@ from datetime import datetime
 from django.db import connection
 from django.db.models import Count, Q, QuerySet
 
-from orders.models import Merchant, MerchantMembership, Order, PaymentAttempt, PaymentCheck
+from orders.models import MembershipRole, Merchant, MerchantMembership, Order, PaymentAttempt, PaymentCheck
+
+# Membership roles that may act (check now, cancel, tickets); a viewer only reads. A manager
+# also manages the memberships of their merchant.
+WRITE_ROLES = frozenset({MembershipRole.OPERATOR, MembershipRole.MANAGER})
 
 
-def _is_back_office(user) -> bool:
+def is_back_office(user) -> bool:
+    """Staff see and act on every merchant, with the permissions of their groups."""
     return bool(user and user.is_authenticated and user.is_active and (user.is_staff or user.is_superuser))
 
 
 def merchants_visible_to(user) -> QuerySet[Merchant]:
-    if _is_back_office(user):
+    if is_back_office(user):
         return Merchant.objects.all()
     if not (user and user.is_authenticated and user.is_active):
         return Merchant.objects.none()
@@ -26,7 +31,7 @@ def merchants_visible_to(user) -> QuerySet[Merchant]:
 
 
 def orders_visible_to(user) -> QuerySet[Order]:
-    if _is_back_office(user):
+    if is_back_office(user):
         return Order.objects.all()
     return Order.objects.filter(merchant__in=merchants_visible_to(user))
 
@@ -36,9 +41,38 @@ def attempts_visible_to(user) -> QuerySet[PaymentAttempt]:
 
 
 def membership_of(user, merchant: Merchant) -> MerchantMembership | None:
-    if not (user and user.is_authenticated):
+    if not (user and user.is_authenticated and user.is_active):
         return None
     return MerchantMembership.objects.filter(user=user, merchant=merchant, merchant__active=True).first()
+
+
+def memberships_of(user) -> QuerySet[MerchantMembership]:
+    """The user's memberships of active merchants, by merchant name (the merchant switcher)."""
+    if not (user and user.is_authenticated and user.is_active):
+        return MerchantMembership.objects.none()
+    return (
+        MerchantMembership.objects.filter(user=user, merchant__active=True)
+        .select_related("merchant").order_by("merchant__name", "merchant__code")
+    )
+
+
+def writable_merchants(user) -> QuerySet[Merchant]:
+    """Merchants the user may act for (all of them for staff)."""
+    if is_back_office(user):
+        return Merchant.objects.all()
+    if not (user and user.is_authenticated and user.is_active):
+        return Merchant.objects.none()
+    return Merchant.objects.filter(active=True, memberships__user=user, memberships__role__in=sorted(WRITE_ROLES))
+
+
+def can_write_for(user, merchant_id: int) -> bool:
+    if is_back_office(user):
+        return True
+    if not (user and user.is_authenticated and user.is_active):
+        return False
+    return MerchantMembership.objects.filter(
+        user=user, merchant_id=merchant_id, merchant__active=True, role__in=sorted(WRITE_ROLES)
+    ).exists()
 
 
 @dataclass(frozen=True)

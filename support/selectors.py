@@ -9,22 +9,28 @@ from datetime import datetime, timedelta
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from orders.selectors import merchants_visible_to
-from support.models import TICKET_OPEN_STATUSES, Ticket, TicketStatus
+from orders.selectors import is_back_office, merchants_visible_to
+from support.models import TICKET_OPEN_STATUSES, MessageVisibility, Ticket, TicketMessage, TicketStatus
 
 # A ticket is "due soon" when one of its due times falls within this window.
 DUE_SOON = timedelta(hours=1)
 _OPEN = sorted(TICKET_OPEN_STATUSES)
 
 
-def _is_back_office(user) -> bool:
-    return bool(user and user.is_authenticated and user.is_active and (user.is_staff or user.is_superuser))
-
-
 def tickets_visible_to(user) -> QuerySet[Ticket]:
-    if _is_back_office(user):
+    if is_back_office(user):
         return Ticket.objects.all()
     return Ticket.objects.filter(merchant__in=merchants_visible_to(user))
+
+
+def ticket_messages_visible_to(user, ticket: Ticket) -> QuerySet[TicketMessage]:
+    """A ticket's conversation as `user` may read it: staff see internal notes too, merchant
+    users only the public conversation (what the customer sees). The caller has already
+    found `ticket` through `tickets_visible_to`."""
+    messages = TicketMessage.objects.filter(ticket=ticket).select_related("author_user").order_by("created_at", "id")
+    if is_back_office(user):
+        return messages
+    return messages.filter(visibility=MessageVisibility.PUBLIC)
 
 
 def open_tickets_visible_to(user) -> QuerySet[Ticket]:

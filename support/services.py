@@ -293,6 +293,8 @@ def _append_message(ticket: Ticket, *, body: str, visibility: str, actor: Actor,
     else:
         if not opening and ticket.status == Status.NEW and actor.kind in ("staff", "merchant"):
             fields += _move_locked(ticket, to=Status.OPEN, actor=actor, now=now)
+        elif not opening and ticket.status == Status.WAITING_ON_MERCHANT and actor.kind == "merchant":
+            fields += _move_locked(ticket, to=Status.OPEN, actor=actor, reason=_("The merchant wrote."), now=now)
         if visibility == MessageVisibility.PUBLIC:
             if ticket.first_responded_at is None:
                 ticket.first_responded_at = now

@@ -12,34 +12,11 @@ from django.utils.translation import gettext_lazy as _
 from rest_framework.permissions import SAFE_METHODS, BasePermission
 
 from orders.actors import Actor
-from orders.models import MembershipRole, Merchant, MerchantMembership
-
-WRITE_ROLES = frozenset({MembershipRole.OPERATOR, MembershipRole.MANAGER})
-
-
-def is_back_office(user) -> bool:
-    return bool(user and user.is_authenticated and user.is_active and (user.is_staff or user.is_superuser))
+from orders.selectors import can_write_for, is_back_office, writable_merchants
 
 
 def actor_for(user) -> Actor:
     return Actor.staff(user) if is_back_office(user) else Actor.merchant(user)
-
-
-def writable_merchants(user):
-    """Merchants the user may write for (all of them for staff)."""
-    if is_back_office(user):
-        return Merchant.objects.all()
-    return Merchant.objects.filter(
-        active=True, memberships__user=user, memberships__role__in=sorted(WRITE_ROLES)
-    )
-
-
-def can_write_for(user, merchant_id: int) -> bool:
-    if is_back_office(user):
-        return True
-    return MerchantMembership.objects.filter(
-        user=user, merchant_id=merchant_id, merchant__active=True, role__in=sorted(WRITE_ROLES)
-    ).exists()
 
 
 class OrderWritePermission(BasePermission):

@@ -18,20 +18,19 @@ from orders import services
 from orders.api import serializers as s
 from orders.api.idempotency import IdempotentMixin
 from orders.api.pagination import OrderCursorPagination
-from orders.api.permissions import (
-    OrderWritePermission,
-    actor_for,
-    can_write_for,
-    is_back_office,
-    staff_permission,
-    writable_merchants,
-)
+from orders.api.permissions import OrderWritePermission, actor_for, staff_permission
 from orders.causes import Category, Cause
 from orders.evidence import diagnose_now
 from orders.filters import OrderFilter
 from orders.models import Merchant, Order, PaymentAttempt
 from orders.recheck import check_order_now
-from orders.selectors import merchants_visible_to, orders_visible_to
+from orders.selectors import (
+    can_write_for,
+    is_back_office,
+    merchants_visible_to,
+    orders_visible_to,
+    writable_merchants,
+)
 from orders.snapshots import AGE_BUCKETS, unreturned_counts
 from orders.states import ATTEMPT_OPEN
 from orders.timeline import order_timeline
@@ -95,6 +94,7 @@ class OrderViewSet(IdempotentMixin, mixins.ListModelMixin, mixins.RetrieveModelM
     filterset_class = OrderFilter
     pagination_class = OrderCursorPagination
     serializer_class = s.OrderSerializer
+    lookup_url_kwarg = "order_id"
     lookup_value_regex = r"[0-9]+"
 
     def get_queryset(self) -> QuerySet[Order]:
@@ -179,7 +179,7 @@ class OrderViewSet(IdempotentMixin, mixins.ListModelMixin, mixins.RetrieveModelM
         responses={201: s.PaymentAttemptSerializer, **WRITE_ERRORS, **E404, **E409},
     )
     @action(detail=True, methods=["get", "post"], url_path="payment-attempts", pagination_class=None)
-    def payment_attempts(self, request: Request, pk=None) -> Response:
+    def payment_attempts(self, request: Request, order_id=None) -> Response:
         order = self.get_object()
         if request.method == "GET":
             return Response(s.PaymentAttemptSerializer(order.attempts.all(), many=True).data)
@@ -197,7 +197,7 @@ class OrderViewSet(IdempotentMixin, mixins.ListModelMixin, mixins.RetrieveModelM
         request=None, responses={200: s.TimelineEntrySerializer(many=True), **READ_ERRORS, **E404},
     )
     @action(detail=True, methods=["get"], pagination_class=None)
-    def timeline(self, request: Request, pk=None) -> Response:
+    def timeline(self, request: Request, order_id=None) -> Response:
         order = self.get_object()
         entries = order_timeline(order, include_internal=is_back_office(request.user))
         return Response(s.TimelineEntrySerializer(entries, many=True).data)
@@ -212,7 +212,7 @@ class OrderViewSet(IdempotentMixin, mixins.ListModelMixin, mixins.RetrieveModelM
         detail=True, methods=["post"], url_path="check-now",
         permission_classes=[IsAuthenticated, OrderWritePermission, staff_permission("check_now")],
     )
-    def check_now(self, request: Request, pk=None) -> Response:
+    def check_now(self, request: Request, order_id=None) -> Response:
         order = self.get_object()
         report = check_order_now(order.pk, actor=actor_for(request.user))
         items = [
@@ -231,7 +231,7 @@ class OrderViewSet(IdempotentMixin, mixins.ListModelMixin, mixins.RetrieveModelM
         detail=True, methods=["post"],
         permission_classes=[IsAuthenticated, OrderWritePermission, staff_permission("cancel_order")],
     )
-    def cancel(self, request: Request, pk=None) -> Response:
+    def cancel(self, request: Request, order_id=None) -> Response:
         order = self.get_object()
         serializer = s.ReasonSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -255,7 +255,7 @@ class OrderViewSet(IdempotentMixin, mixins.ListModelMixin, mixins.RetrieveModelM
         detail=True, methods=["post"], url_path="mark-paid",
         permission_classes=[IsAuthenticated, staff_permission("mark_paid", staff_only=True)],
     )
-    def mark_paid(self, request: Request, pk=None) -> Response:
+    def mark_paid(self, request: Request, order_id=None) -> Response:
         order = self.get_object()
         serializer = s.MarkPaidSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)

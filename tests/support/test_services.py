@@ -170,6 +170,16 @@ def test_a_customer_message_brings_a_ticket_waiting_on_the_customer_back_to_open
     assert replies == []  # the customer's own message is not emailed back
 
 
+def test_a_merchant_message_brings_a_ticket_waiting_on_the_merchant_back_to_open(replies):  # noqa: F811
+    ticket = open_ticket_for()
+    services.change_status(ticket=ticket, to=Status.WAITING_ON_MERCHANT, actor=SYSTEM)
+    member = MembershipFactory(merchant=ticket.merchant, role="operator").user
+
+    services.add_message(ticket=ticket, body="Stock arrives Monday.", visibility="public", actor=Actor.merchant(member))
+
+    assert fresh(ticket).status == Status.OPEN
+
+
 def test_a_customer_message_reopens_a_resolved_ticket(replies):  # noqa: F811
     ticket = open_ticket_for()
     services.change_status(ticket=ticket, to=Status.RESOLVED, actor=SYSTEM)

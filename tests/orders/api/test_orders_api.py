@@ -437,7 +437,7 @@ def test_summary_for_staff_counts_everything_by_provider(merchant, other_merchan
 
 def test_schema_validates_without_warnings(tmp_path):
     call_command("spectacular", "--validate", "--fail-on-warn", "--file", str(tmp_path / "schema.yaml"))
-    assert "/api/v1/orders/{id}/mark-paid/" in (tmp_path / "schema.yaml").read_text()
+    assert "/api/v1/orders/{order_id}/mark-paid/" in (tmp_path / "schema.yaml").read_text()
 
 
 def test_swagger_ui_is_served_without_a_cdn(client):
