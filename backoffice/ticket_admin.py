@@ -152,6 +152,7 @@ class ReplyForm(forms.Form):
     visibility = forms.ChoiceField(
         label=gettext_lazy("Send as"), initial=MessageVisibility.INTERNAL, widget=forms.RadioSelect,
         choices=[(MessageVisibility.PUBLIC.value, gettext_lazy("Public reply (emails the customer)")),
+                 (MessageVisibility.MERCHANT.value, gettext_lazy("Note to the merchant (not shown to the customer)")),
                  (MessageVisibility.INTERNAL.value, gettext_lazy("Internal note"))],
     )
 

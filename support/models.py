@@ -138,8 +138,17 @@ class Ticket(models.Model):
 
 
 class MessageVisibility(models.TextChoices):
+    """Who reads a message: PUBLIC is the conversation with the customer (staff replies are
+    emailed); MERCHANT is between our staff and the merchant's staff, never shown or sent to
+    the customer; INTERNAL is for our staff alone."""
+
     PUBLIC = "public", _("public reply")
+    MERCHANT = "merchant", _("merchant note")
     INTERNAL = "internal", _("internal note")
+
+
+# What a merchant's staff read of a ticket's conversation (the portal and the API).
+MERCHANT_VISIBILITIES = frozenset({MessageVisibility.PUBLIC, MessageVisibility.MERCHANT})
 
 
 class TicketMessage(models.Model):

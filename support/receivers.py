@@ -47,6 +47,8 @@ def ticket_timeline(order: Order) -> list[TimelineEntry]:
         internal = message.visibility == MessageVisibility.INTERNAL
         if internal:
             title = _("Internal note on ticket #%(ticket)s") % {"ticket": message.ticket_id}
+        elif message.visibility == MessageVisibility.MERCHANT:
+            title = _("Note to the merchant on ticket #%(ticket)s") % {"ticket": message.ticket_id}
         elif message.author_user_id is None and message.author_email:
             title = _("Customer message on ticket #%(ticket)s") % {"ticket": message.ticket_id}
         else:

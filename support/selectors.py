@@ -10,7 +10,7 @@ from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from orders.selectors import is_back_office, merchants_visible_to
-from support.models import TICKET_OPEN_STATUSES, MessageVisibility, Ticket, TicketMessage, TicketStatus
+from support.models import MERCHANT_VISIBILITIES, TICKET_OPEN_STATUSES, Ticket, TicketMessage, TicketStatus
 
 # A ticket is "due soon" when one of its due times falls within this window.
 DUE_SOON = timedelta(hours=1)
@@ -24,13 +24,13 @@ def tickets_visible_to(user) -> QuerySet[Ticket]:
 
 
 def ticket_messages_visible_to(user, ticket: Ticket) -> QuerySet[TicketMessage]:
-    """A ticket's conversation as `user` may read it: staff see internal notes too, merchant
-    users only the public conversation (what the customer sees). The caller has already
+    """A ticket's conversation as `user` may read it: staff see everything, merchant users the
+    public conversation and the merchant notes, never internal notes. The caller has already
     found `ticket` through `tickets_visible_to`."""
     messages = TicketMessage.objects.filter(ticket=ticket).select_related("author_user").order_by("created_at", "id")
     if is_back_office(user):
         return messages
-    return messages.filter(visibility=MessageVisibility.PUBLIC)
+    return messages.filter(visibility__in=sorted(MERCHANT_VISIBILITIES))
 
 
 def open_tickets_visible_to(user) -> QuerySet[Ticket]:

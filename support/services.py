@@ -207,6 +207,15 @@ def _check_choice(value: str, allowed, what: str) -> None:
         raise ValidationFailed(_("“%(value)s” is not a valid %(what)s.") % {"value": value, "what": what})
 
 
+def _check_visibility(visibility: str, actor: Actor) -> None:
+    """Customers write public messages only; merchant users never write internal notes."""
+    _check_choice(visibility, MessageVisibility.values, _("message visibility"))
+    if actor.kind == "customer" and visibility != MessageVisibility.PUBLIC:
+        raise ValidationFailed(_("Customers cannot write internal notes."))
+    if actor.kind == "merchant" and visibility == MessageVisibility.INTERNAL:
+        raise ValidationFailed(_("Merchant users write public replies or merchant notes, not internal notes."))
+
+
 def open_ticket(
     *,
     subject: str,
@@ -236,7 +245,7 @@ def open_ticket(
     _check_choice(source, TicketSource.values, _("ticket source"))
     _check_choice(category, {value for value, _label in TICKET_CATEGORY_CHOICES}, _("ticket category"))
     _check_choice(priority, TicketPriority.values, _("ticket priority"))
-    _check_choice(visibility, MessageVisibility.values, _("message visibility"))
+    _check_visibility(visibility, actor)
     body = (body or "").strip()
     loaded = _load_order(order) if order is not None else None
     if loaded is not None:
@@ -325,9 +334,7 @@ def add_message(
         raise ValidationFailed(_("A message cannot be empty."))
     if len(body) > MAX_MESSAGE_LENGTH:
         raise ValidationFailed(_("A message is at most %(limit)s characters.") % {"limit": f"{MAX_MESSAGE_LENGTH:,}"})
-    _check_choice(visibility, MessageVisibility.values, _("message visibility"))
-    if actor.kind == "customer" and visibility != MessageVisibility.PUBLIC:
-        raise ValidationFailed(_("Customers cannot write internal notes."))
+    _check_visibility(visibility, actor)
     with transaction.atomic():
         locked = _lock_ticket(ticket)
         return _append_message(locked, body=body, visibility=visibility, actor=actor, author_email=author_email,

@@ -14,7 +14,14 @@ from orders.causes import Cause
 from orders.exceptions import IllegalTransition, ValidationFailed
 from support import services
 from support.models import Ticket, TicketEvent, TicketPriority, TicketSource, TicketStatus
-from support.selectors import escalated_tickets, my_tickets, sla_due_soon_tickets, tickets_visible_to, unassigned_tickets
+from support.selectors import (
+    escalated_tickets,
+    my_tickets,
+    sla_due_soon_tickets,
+    ticket_messages_visible_to,
+    tickets_visible_to,
+    unassigned_tickets,
+)
 from support.services import TicketAlreadyOpen
 from tests.backoffice.factories import PAYMENTS, messages_of, order_url
 from tests.orders.engine_helpers import fresh, pending_order
@@ -197,6 +204,47 @@ def test_a_customer_cannot_write_an_internal_note():
 
     with pytest.raises(ValidationFailed):
         services.add_message(ticket=ticket, body="psst", visibility="internal", actor=Actor.customer("x@example.com"))
+
+
+def test_a_merchant_user_cannot_write_an_internal_note():
+    ticket = open_ticket_for()
+    member = MembershipFactory(merchant=ticket.merchant, role="operator").user
+
+    with pytest.raises(ValidationFailed):
+        services.add_message(ticket=ticket, body="psst", visibility="internal", actor=Actor.merchant(member))
+
+
+def test_a_merchant_user_cannot_open_a_ticket_with_an_internal_note():
+    order = stuck_order()
+    member = MembershipFactory(merchant=order.merchant, role="operator").user
+
+    with pytest.raises(ValidationFailed):
+        services.open_ticket(subject="Help", source=TicketSource.MERCHANT, order=order, body="psst",
+                             visibility="internal", actor=Actor.merchant(member))
+
+
+def test_a_merchant_note_is_not_sent_to_the_customer_and_is_no_first_response(replies):  # noqa: F811
+    ticket = open_ticket_for()
+
+    services.add_message(ticket=ticket, body="Can you confirm stock?", visibility="merchant",
+                         actor=Actor.staff(staff_in(AGENT)))
+
+    assert fresh(ticket).first_responded_at is None
+    assert replies == []
+
+
+def test_merchant_users_read_public_replies_and_merchant_notes_but_no_internal_notes():
+    ticket = open_ticket_for()
+    agent = Actor.staff(staff_in(AGENT))
+    for visibility in ("public", "merchant", "internal"):
+        services.add_message(ticket=ticket, body=f"a {visibility} message", visibility=visibility, actor=agent)
+    member = MembershipFactory(merchant=ticket.merchant, role="viewer").user
+
+    seen = [m.visibility for m in ticket_messages_visible_to(member, ticket)]
+    staff_seen = [m.visibility for m in ticket_messages_visible_to(staff_in(AGENT), ticket)]
+
+    assert seen == ["public", "merchant"]
+    assert staff_seen == ["public", "merchant", "internal"]
 
 
 # --- status, priority, assignee -------------------------------------------------------------------
