@@ -10,6 +10,9 @@ class BackofficeConfig(AppConfig):
 
     def ready(self) -> None:
         from backoffice.roles import ensure_staff_groups
+        from orders.schedules import register_schedule
+
+        register_schedule(name="cluster-heartbeat", func="backoffice.monitoring.tasks.cluster_heartbeat", minutes=1)
 
         # After every migrate, so groups pick up the permissions of newly added models.
         post_migrate.connect(ensure_staff_groups, dispatch_uid="backoffice.ensure_staff_groups")
