@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test setup bench screenshots messages clean
+.PHONY: run test fuzz setup bench screenshots messages clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed (found %s); set PYTHON=python3.x" % sys.version.split()[0])'
@@ -21,8 +21,12 @@ run: setup
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# Schemathesis against the live API schema on a throwaway database (docs/testing.md).
+fuzz: setup
+	.ci/fuzz-api
+
 # Benchmarks need PostgreSQL (BENCH_DATABASE_URL, default postgres://postgres@127.0.0.1:5432/recovery_bench);
-# figures go to docs/performance.md.
+# figures go to docs/performance.md. One of them: make bench BENCH_ARGS="--only sweep|recheck|admin|api".
 bench: setup
 	DEBUG=1 $(BIN)/python bench/run.py $(BENCH_ARGS)
 

@@ -12,6 +12,7 @@ from django.contrib import admin
 from django.utils.translation import gettext_lazy as _
 
 from backoffice import ticket_admin  # noqa: F401 - registers the ticket admins
+from backoffice.monitoring.admin import register as register_monitoring_admin
 from backoffice.order_actions import OrderActionsMixin
 from backoffice.worklist import WorklistMixin
 from orders.admin import AttemptInline
@@ -43,3 +44,5 @@ class OrderAdmin(WorklistMixin, OrderActionsMixin, admin.ModelAdmin):
         return False
 
 
+# Alert rules, incidents and their delivery log (docs/monitoring.md).
+register_monitoring_admin(admin.site)

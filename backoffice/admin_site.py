@@ -17,13 +17,17 @@ class StaffAdminSite(admin.AdminSite):
     def index(self, request, extra_context=None):
         from backoffice.dashboard import dashboard_context
 
-        context = {**dashboard_context(request), **(extra_context or {})}
+        from backoffice.monitoring.system_page import system_link_context
+
+        context = {**dashboard_context(request), **system_link_context(request), **(extra_context or {})}
         return super().index(request, extra_context=context)
 
     def get_urls(self):
         from backoffice import staff_views
+        from backoffice.monitoring.system_page import system_view
 
         extra = [
             path("access-explainer/", self.admin_view(staff_views.access_explainer), name="access_explainer"),
+            path("system/", self.admin_view(system_view), name="system"),
         ]
         return extra + super().get_urls()

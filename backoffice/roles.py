@@ -20,8 +20,24 @@ _READ = [
     "orders.view_paymentapproval",
     "orders.view_recheckpolicy",
 ]
+# Alerts (docs/monitoring.md): every staff group sees incidents, rules and the delivery log,
+# and acknowledges incidents (the system page needs view_incident); leads manage the rules and
+# retry deliveries.
+_INCIDENTS = [
+    "backoffice.view_incident",
+    "backoffice.view_incidentevent",
+    "backoffice.view_incidentnotification",
+    "backoffice.view_alertrule",
+    "backoffice.acknowledge_incident",
+]
+_MANAGE_ALERTS = [
+    "backoffice.add_alertrule",
+    "backoffice.change_alertrule",
+    "backoffice.delete_alertrule",
+    "backoffice.retry_incidentnotification",
+]
 # Fixing a customer's address or phone is editing the order; status and money stay read-only.
-_AGENT = [*_READ, "orders.change_order", "orders.check_now", "orders.add_note", "orders.assign_order",
+_AGENT = [*_READ, *_INCIDENTS, "orders.change_order", "orders.check_now", "orders.add_note", "orders.assign_order",
           "orders.retry_confirmation", "orders.cancel_order", "orders.mark_paid", "orders.mark_failed",
           "support.add_ticket", "support.change_ticket", "support.view_ticket", "support.reply_ticket"]
 
@@ -29,9 +45,10 @@ _AGENT = [*_READ, "orders.change_order", "orders.check_now", "orders.add_note", 
 STAFF_GROUPS: dict[str, list[str]] = {
     gettext_noop("Support agent"): _AGENT,
     # Leads are the second pair of eyes for mark-paid above a merchant's limit.
-    gettext_noop("Support lead"): [*_AGENT, "orders.approve_mark_paid"],
+    gettext_noop("Support lead"): [*_AGENT, "orders.approve_mark_paid", *_MANAGE_ALERTS],
     gettext_noop("Payments operations"): [
         *_READ,
+        *_INCIDENTS,
         "orders.change_merchant",
         "orders.add_merchantmembership",
         "orders.change_merchantmembership",

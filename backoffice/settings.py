@@ -60,6 +60,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First, so every log line of a request carries its id (docs/observability.md).
+    "backoffice.monitoring.request_id.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -177,6 +179,11 @@ SPECTACULAR_SETTINGS = {
         "AttemptStatusEnum": "orders.states.AttemptStatus",
         "CauseEnum": "orders.causes.Cause",
         "CategoryEnum": "orders.causes.Category",
+        "TicketStatusEnum": "support.models.TicketStatus",
+        "TicketCategoryEnum": "support.models.TICKET_CATEGORY_CHOICES",
+        "TicketPriorityEnum": "support.models.TicketPriority",
+        "TicketSourceEnum": "support.models.TicketSource",
+        "MessageVisibilityEnum": "support.models.MessageVisibility",
     },
 }
 
@@ -195,7 +202,8 @@ Q_CLUSTER = {
     "retry": 300,  # ...and retry must be longer than timeout, or a task runs twice.
     "max_attempts": 3,
     "catch_up": False,
-    # Successes are not kept: trimming them costs a locking query on every save.
+    # 0 keeps every success without trimming (a positive limit costs a locking query on every
+    # save); the daily retention task deletes results older than RETENTION_TASK_RESULT_DAYS.
     "save_limit": 0,
     "ack_failures": True,
     "label": "Tasks",
@@ -240,6 +248,14 @@ SITE_URL = os.environ.get("SITE_URL", "http://127.0.0.1:8000").rstrip("/")
 # How long a customer's status-page link stays valid.
 TRACK_LINK_MAX_AGE_DAYS = int(os.environ.get("TRACK_LINK_MAX_AGE_DAYS", "90"))
 
+# --- Alerts (docs/monitoring.md) ------------------------------------------------------------
+# Where the installed default alert rules send (editable per rule afterwards): emails (the
+# support leads' when unset) and outbound webhook URLs; outbound webhooks are signed with the
+# Standard Webhooks secret ("whsec_<base64>"), unsigned when it is unset.
+ALERT_EMAILS = env_list("ALERT_EMAILS")
+ALERT_WEBHOOK_URLS = env_list("ALERT_WEBHOOK_URLS")
+ALERT_WEBHOOK_SECRET = os.environ.get("ALERT_WEBHOOK_SECRET", "")
+
 # --- Auth, i18n, static ---------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -247,7 +263,11 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
-LOGIN_URL = "admin:login"
+# Merchant users log in at /accounts/login/ (staff may too; the admin keeps its own login page).
+# After logging in, the site root sends staff to the admin and everyone else to the portal.
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "site-root"
+LOGOUT_REDIRECT_URL = "login"
 
 LANGUAGE_CODE = os.environ.get("LANGUAGE_CODE", "en")
 LANGUAGES = [("en", _("English")), ("zh-hans", _("Simplified Chinese"))]
@@ -275,11 +295,39 @@ if not DEBUG:
     SESSION_COOKIE_SECURE = env_bool("SECURE_COOKIES", True)
     CSRF_COOKIE_SECURE = env_bool("SECURE_COOKIES", True)
 
+# --- Operations: logs, metrics, readiness, retention (docs/observability.md) ------------
+# LOG_FORMAT=json writes one JSON object a line; plain is the default. Both carry the request
+# id and, on engine lines, the order reference and provider; personal data is masked.
+LOG_FORMAT = os.environ.get("LOG_FORMAT", "plain").lower()
+if LOG_FORMAT not in {"plain", "json"}:
+    raise ImproperlyConfigured("LOG_FORMAT must be 'plain' or 'json'.")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {
+        "context": {"()": "backoffice.monitoring.logs.ContextFilter"},
+        "mask": {"()": "backoffice.monitoring.logs.MaskingFilter"},
+    },
+    "formatters": {
+        "plain": {"()": "backoffice.monitoring.logs.PlainFormatter"},
+        "json": {"()": "backoffice.monitoring.logs.JsonFormatter"},
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["context", "mask"]},
+    },
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}, "httpx": {"level": "WARNING"}},
 }
+# /metrics answers only `Authorization: Bearer <METRICS_TOKEN>`; without a token it is off (403).
+METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")
+# /readyz: a schedule whose next run is this far in the past is late.
+READYZ_SCHEDULE_GRACE_SECONDS = int(os.environ.get("READYZ_SCHEDULE_GRACE_SECONDS", "300"))
+# Days after which raw callback bodies and check responses are pruned (the rows stay).
+RETENTION_CALLBACK_DAYS = int(os.environ.get("RETENTION_CALLBACK_DAYS", "90"))
+RETENTION_CHECK_DAYS = int(os.environ.get("RETENTION_CHECK_DAYS", "90"))
+# Finished task results (django-q2's successes and failures): the system page's "last run".
+RETENTION_TASK_RESULT_DAYS = int(os.environ.get("RETENTION_TASK_RESULT_DAYS", "7"))
+if min(RETENTION_CALLBACK_DAYS, RETENTION_CHECK_DAYS, RETENTION_TASK_RESULT_DAYS) < 1:
+    raise ImproperlyConfigured(
+        "RETENTION_CALLBACK_DAYS, RETENTION_CHECK_DAYS and RETENTION_TASK_RESULT_DAYS must be at least 1."
+    )

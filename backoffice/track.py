@@ -13,9 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django import forms
-from django.conf import settings
 from django.contrib import messages
-from django.core.cache import cache
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
@@ -25,6 +23,7 @@ from django.utils.translation import gettext_lazy as _
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
+from orders import ratelimit
 from orders.causes import Cause
 from orders.exceptions import DomainError
 from orders.models import Order
@@ -275,30 +274,14 @@ def _client_ip(request: HttpRequest) -> str:
     return request.META.get("REMOTE_ADDR", "") or "unknown"
 
 
-def _rate_keys(order: Order, request: HttpRequest) -> list[tuple[str, int]]:
-    ip = hashlib.sha256(_client_ip(request).encode()).hexdigest()[:32]
-    # Fixed windows named by the application's clock, not the cache's expiry: the count is
-    # the same on every cache backend (Redis expires keys by its own clock).
-    window = int(timezone.now().timestamp() // RATE_WINDOW_SECONDS)
-    return [
-        (f"track-report:order:{order.pk}:{window}", REPORTS_PER_ORDER_PER_HOUR),
-        (f"track-report:ip:{ip}:{window}", REPORTS_PER_IP_PER_HOUR),
-    ]
-
-
 def _rate_limited(order: Order, request: HttpRequest) -> bool:
     """Count this submission; True when it is over a limit (and then it is not counted)."""
-    keys = _rate_keys(order, request)
-    if any((cache.get(key) or 0) >= limit for key, limit in keys):
-        return True
-    for key, _limit in keys:
-        # add() starts the window; incr() is atomic on Redis and locmem.
-        cache.add(key, 0, RATE_WINDOW_SECONDS)
-        try:
-            cache.incr(key)
-        except ValueError:  # expired between add() and incr()
-            cache.set(key, 1, RATE_WINDOW_SECONDS)
-    return False
+    ip = hashlib.sha256(_client_ip(request).encode()).hexdigest()[:32]
+    limits = [
+        (f"track-report:order:{order.pk}", REPORTS_PER_ORDER_PER_HOUR),
+        (f"track-report:ip:{ip}", REPORTS_PER_IP_PER_HOUR),
+    ]
+    return ratelimit.take(limits, window_seconds=RATE_WINDOW_SECONDS) is not None
 
 
 # --- views ----------------------------------------------------------------------------------

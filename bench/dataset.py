@@ -10,6 +10,8 @@ multiplicative hash of the order id, so the same parameters always give the same
   with `sweep_due_at` NULL and a payment history (attempts, some checks, signed callbacks,
   events), plus a few percent of open orders whose next look is in the future (young
   orders, flagged orders between two revisits).
+* Merchants: 20, one of them large (`bench-01`, 12 % of the orders, 120,000 of a million) and
+  19 of about 46,000 each; each kind below is spread over all of them.
 * Due orders (`--due`, spread evenly over the whole id range, the worst case for locality):
   the sweep's work, a mix of evidence (open attempts `unknown` / `pending` with checks that
   timed out or answered, lost callbacks, paid orders with and without confirmation failures,
@@ -39,8 +41,14 @@ from pathlib import Path
 from django.db import connection, models
 
 # Bump when the generated data changes: a dataset made by another version is regenerated.
-GENERATOR_VERSION = 4
+GENERATOR_VERSION = 5
 MERCHANTS = 20
+# One large merchant (bench-01, BIG_MERCHANT_SHARE % of the orders: 120,000 of 1,000,000) for the
+# API and merchant-page benchmarks, which measure one merchant's lists; the other 19 share the rest
+# evenly by id (about 46,000 each). A hash of the id picks the big merchant's orders, so its orders,
+# like everyone's, mix every kind, the due ones included.
+BIG_MERCHANT = "bench-01"
+BIG_MERCHANT_SHARE = 12
 STUCK_AFTER_SECONDS = 15 * 60
 PROVIDER = "sandbox"
 ROOT = Path(__file__).resolve().parent.parent
@@ -348,7 +356,8 @@ def generate(*, orders: int, due: int, fp: str, log=print) -> Dataset:
     """
     order_exprs = {
         "id": "p.id",
-        "merchant_id": f"m.ids[(p.id %% {MERCHANTS}) + 1]",
+        "merchant_id": f"CASE WHEN ((p.id * 2246822519) %% 4294967296) %% 100 < {BIG_MERCHANT_SHARE} THEN m.ids[1] "
+                       f"ELSE m.ids[(p.id %% {MERCHANTS - 1}) + 2] END",
         "reference": "'ORD-' || lpad(p.id::text, 9, '0')",
         "customer_name": "'Customer ' || p.id",
         "customer_email": "'customer' || (p.id %% 250000) || '@example.com'",

@@ -19,7 +19,7 @@ DOC = ROOT / "docs" / "performance.md"
 INTRO = """# Performance
 
 Measured by the benchmarks in `bench/` (`make bench`, or `.venv/bin/python bench/run.py`
-with `--only recheck`, `--only sweep` or `--only admin`). They need only PostgreSQL at `BENCH_DATABASE_URL`
+with `--only recheck`, `--only sweep`, `--only admin` or `--only api`). They need only PostgreSQL at `BENCH_DATABASE_URL`
 (default `postgres://postgres@127.0.0.1:5432/recovery_bench`): the database is created and
 migrated if needed, and the dataset of 1,000,000 orders is generated once (about a minute)
 and reused while its parameters, the generator and the migrations stay the same.

@@ -1,10 +1,11 @@
 #!/usr/bin/env python
-"""Benchmarks of the re-check engine, the unreturned sweep and the order worklist on PostgreSQL.
+"""Benchmarks of the re-check engine, the unreturned sweep, the order worklist and the API on PostgreSQL.
 
     .venv/bin/python bench/run.py                    # everything (what `make bench` runs)
     .venv/bin/python bench/run.py --only recheck     # re-check throughput against the sandbox
     .venv/bin/python bench/run.py --only sweep       # sweep over 1,000,000 orders, 50,000 due
     .venv/bin/python bench/run.py --only admin       # the order worklist against a stock ModelAdmin
+    .venv/bin/python bench/run.py --only api         # one merchant's order list; intake through gunicorn
     .venv/bin/python bench/run.py --orders 200000 --due 10000 --no-docs   # a quicker look
 
 Needs only PostgreSQL at BENCH_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/recovery_bench):
@@ -38,7 +39,7 @@ FORBIDDEN_DATABASES = {"test", "test_test", "postgres", "template0", "template1"
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="bench/run.py", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--only", choices=["recheck", "sweep", "admin"], help="run one benchmark (default: all)")
+    parser.add_argument("--only", choices=["recheck", "sweep", "admin", "api"], help="run one benchmark (default: all)")
     parser.add_argument("--orders", type=int, default=1_000_000, help="orders in the dataset (default %(default)s)")
     parser.add_argument("--due", type=int, default=50_000, help="orders due for the sweep (default %(default)s)")
     parser.add_argument("--attempts", type=int, default=3000, help="attempts per re-check run (default %(default)s)")
@@ -52,6 +53,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "or in a thread of the benchmark process")
     parser.add_argument("--admin-runs", type=int, default=15, help="requests per worklist page (default 15)")
     parser.add_argument("--stock-runs", type=int, default=5, help="requests per stock admin page (default 5)")
+    parser.add_argument("--api-runs", type=int, default=30, help="requests per API list page (default 30)")
+    parser.add_argument("--api-clients", type=int, default=8, help="concurrent intake clients (default 8)")
+    parser.add_argument("--api-orders", type=int, default=250, help="orders each intake client creates (default 250)")
+    parser.add_argument("--api-configs", action="store_true",
+                        help="also measure intake with other gunicorn worker/thread settings")
     parser.add_argument("--regenerate", action="store_true", help="regenerate the dataset even if it matches")
     parser.add_argument("--profile", action="store_true", help="cProfile one run of each benchmark (slower)")
     parser.add_argument("--no-docs", action="store_true", help="do not update docs/performance.md")
@@ -153,6 +159,13 @@ def main(argv: list[str] | None = None) -> int:
         from bench import admin_bench
 
         results.append(admin_bench.run(ds, runs=args.admin_runs, stock_runs=args.stock_runs, profile=args.profile))
+    if args.only in (None, "api"):
+        from bench import api_bench
+
+        results.append(api_bench.run(
+            ds, database_url=url, list_runs=args.api_runs, clients=args.api_clients, per_client=args.api_orders,
+            compare_configs=args.api_configs, profile=args.profile,
+        ))
     print()
     for result in results:
         print(result.summary())

@@ -74,6 +74,7 @@ class DemoLogin:
     is_superuser: bool = False
     group: str = ""  # a staff group from backoffice.roles (named here: orders must not import backoffice)
     membership_role: str = ""  # a role on the first demo merchant
+    other_memberships: tuple[tuple[str, str], ...] = ()  # (merchant code, role) beyond the first merchant
 
     @property
     def password(self) -> str:
@@ -95,6 +96,11 @@ DEMO_LOGINS: tuple[DemoLogin, ...] = (
         "operator", gettext_lazy("merchant operator (Jade Leaf Tea House)"), membership_role=MembershipRole.OPERATOR
     ),
     DemoLogin("viewer", gettext_lazy("merchant viewer (Jade Leaf Tea House)"), membership_role=MembershipRole.VIEWER),
+    # Belongs to two merchants, with a different role at each: the portal's merchant switcher.
+    DemoLogin(
+        "partner", gettext_lazy("merchant operator (Jade Leaf Tea House) and manager (Panda Mart)"),
+        membership_role=MembershipRole.OPERATOR, other_memberships=(("panda-mart", MembershipRole.MANAGER),),
+    ),
 )
 
 
@@ -200,7 +206,6 @@ _PLAN: dict[str, tuple[float, int]] = {
 OUTAGE_MIN_ORDERS = 60
 OUTAGE_DURATION = 25 * MINUTE
 OUTAGE_MAX_STUCK_AFTER = timedelta(minutes=15)
-MIN_ORDERS = sum(minimum for _share, minimum in _PLAN.values()) + OUTAGE_MIN_ORDERS + 1
 
 # Re-checks happen at these offsets from an attempt's start, following the default re-check
 # policy's delays (pending and unknown attempts have separate lists); when a list runs out,
@@ -217,13 +222,29 @@ def outage_size(orders: int) -> int:
     return max(OUTAGE_MIN_ORDERS, orders // 1000)
 
 
+def _story_counts(orders: int) -> dict[str, int]:
+    counts = {label: max(minimum, round(share * orders)) for label, (share, minimum) in _PLAN.items()}
+    counts[Cause.PROVIDER_OUTAGE] = outage_size(orders)
+    counts[HEALTHY] = orders - sum(counts.values())
+    return counts
+
+
+def _smallest_plannable() -> int:
+    """The smallest count from which every larger one leaves room for healthy orders (the
+    shares round up on small counts, so the sum of the minimums is not enough)."""
+    start = sum(minimum for _share, minimum in _PLAN.values()) + OUTAGE_MIN_ORDERS + 1
+    last_bad = max((n for n in range(start, start * 20) if _story_counts(n)[HEALTHY] < 1), default=start - 1)
+    return last_bad + 1
+
+
+MIN_ORDERS = _smallest_plannable()
+
+
 def plan_counts(orders: int) -> dict[str, int]:
     """How many orders follow each story; every status and every cause appears at least once."""
     if orders < MIN_ORDERS:
         raise ValueError(orders)
-    counts = {label: max(minimum, round(share * orders)) for label, (share, minimum) in _PLAN.items()}
-    counts[Cause.PROVIDER_OUTAGE] = outage_size(orders)
-    counts[HEALTHY] = orders - sum(counts.values())
+    counts = _story_counts(orders)
     if counts[HEALTHY] < 1:
         raise ValueError(orders)
     return counts
@@ -288,6 +309,10 @@ def ensure_demo_users(*, merchant: Merchant) -> dict[str, Any]:
             MerchantMembership.objects.update_or_create(
                 user=user, merchant=merchant, defaults={"role": login.membership_role}
             )
+        for code, role in login.other_memberships:
+            other = Merchant.objects.filter(code=code).first()
+            if other is not None:
+                MerchantMembership.objects.update_or_create(user=user, merchant=other, defaults={"role": role})
         users[login.username] = user
     return users
 

@@ -19,6 +19,13 @@ class IllegalTransition(DomainError):
     code = "illegal_transition"
 
 
+class Conflict(DomainError):
+    """The request is well formed, but what is already recorded refuses it (money already taken,
+    a reference another attempt holds). The API answers 409."""
+
+    code = "conflict"
+
+
 class ValidationFailed(DomainError):
     """Bad input. `field` names the input it is about, when one is (forms and the API show the
     message beside that field)."""

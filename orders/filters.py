@@ -7,6 +7,7 @@ code, `provider`, `age`), so links and habits carry over.
 from __future__ import annotations
 
 import django_filters
+from django import forms
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
@@ -25,16 +26,46 @@ AGE_CHOICES = [
 ]
 
 
+# An empty value means "any" (HTML forms send it); listed, so the schema says so too.
+ANY = ("", _("any"))
+
+
+class _TrueFalseSelect(forms.NullBooleanSelect):
+    """`true` / `false` (any case); absent or `unknown` (the portal's "any") mean no filter.
+    Anything else, empty included, reaches the field as typed to be refused, where Django's
+    select would quietly read it as "any"."""
+
+    def value_from_datadict(self, data, files, name):
+        value = data.get(name)
+        if value is None or value == "unknown":
+            return None
+        return {"true": True, "false": False}.get(str(value).lower(), value)
+
+
+class _TrueFalseField(forms.NullBooleanField):
+    widget = _TrueFalseSelect
+    default_error_messages = {"invalid": _("Use true or false.")}
+
+    def to_python(self, value):
+        if value is None or isinstance(value, bool):
+            return value
+        raise forms.ValidationError(self.error_messages["invalid"], code="invalid")
+
+
+class TrueFalseFilter(django_filters.BooleanFilter):
+    field_class = _TrueFalseField
+
+
 class OrderFilter(django_filters.FilterSet):
     status = django_filters.MultipleChoiceFilter(
         choices=OrderStatus.choices, label=_("Status (repeat the parameter for several).")
     )
-    unreturned = django_filters.BooleanFilter(method="filter_unreturned", label=_("Unreturned (true or false)."))
-    cause = django_filters.ChoiceFilter(choices=Cause.choices, method="filter_cause", label=_("Cause of an unreturned order."))
+    unreturned = TrueFalseFilter(method="filter_unreturned", label=_("Unreturned (true or false)."))
+    cause = django_filters.ChoiceFilter(choices=[ANY, *Cause.choices], method="filter_cause", label=_("Cause of an unreturned order."))
     category = django_filters.ChoiceFilter(
-        choices=Category.choices, method="filter_category", label=_("Category of the cause.")
+        choices=[ANY, *Category.choices], method="filter_category", label=_("Category of the cause.")
     )
-    age = django_filters.ChoiceFilter(choices=AGE_CHOICES, method="filter_age", label=_("Unreturned for (age bucket)."))
+    age = django_filters.ChoiceFilter(choices=[ANY, *AGE_CHOICES], method="filter_age", label=_("Unreturned for (age bucket)."))
     provider = django_filters.CharFilter(
         method="filter_provider", max_length=32, label=_("Orders with a payment attempt at this provider.")
     )

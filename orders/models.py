@@ -18,6 +18,7 @@ from django.db.models.functions import Length
 from django.db.models.lookups import Exact
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import pgettext_lazy
 
 from orders.causes import Category, Cause
 from orders.states import ATTEMPT_OPEN, ORDER_CAPTURED, AttemptStatus, OrderStatus
@@ -172,6 +173,65 @@ class MerchantMembership(models.Model):
         return f"{self.user} @ {self.merchant.code} ({self.role})"
 
 
+class MembershipEventKind(models.TextChoices):
+    ADDED = "added", pgettext_lazy("membership event", "added")
+    ROLE_CHANGED = "role_changed", pgettext_lazy("membership event", "role changed")
+    REMOVED = "removed", pgettext_lazy("membership event", "removed")
+
+
+class MembershipEvent(models.Model):
+    """Append-only record of a change to a merchant's memberships (`orders.memberships`): who
+    was added, moved to another role or removed, by whom. The usernames are kept as written
+    then, so the record still reads after an account is deleted."""
+
+    Kind = MembershipEventKind
+
+    # Indexed by membership_event_recent_idx, which leads with merchant_id.
+    merchant = models.ForeignKey(
+        Merchant, on_delete=models.CASCADE, related_name="membership_events", verbose_name=_("merchant"),
+        db_index=False,
+    )
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+",
+        verbose_name=_("member"),
+    )
+    username = models.CharField(_("member's username"), max_length=150)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+",
+        verbose_name=_("changed by"),
+    )
+    actor_username = models.CharField(_("changed by (username)"), max_length=150, blank=True)
+    kind = models.CharField(_("change"), max_length=16, choices=MembershipEventKind.choices)
+    from_role = models.CharField(_("from role"), max_length=16, choices=MembershipRole.choices, blank=True)
+    to_role = models.CharField(_("to role"), max_length=16, choices=MembershipRole.choices, blank=True)
+    created_at = models.DateTimeField(_("time"), default=timezone.now)
+
+    class Meta:
+        verbose_name = _("membership change")
+        verbose_name_plural = _("membership changes")
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.CheckConstraint(condition=Q(kind__in=MembershipEventKind.values), name="membership_event_kind_valid"),
+            models.CheckConstraint(
+                condition=Q(from_role="") | Q(from_role__in=MembershipRole.values), name="membership_event_from_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(to_role="") | Q(to_role__in=MembershipRole.values), name="membership_event_to_valid"
+            ),
+        ]
+        indexes = [models.Index(fields=["merchant", "-created_at"], name="membership_event_recent_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()}: {self.username} @ {self.merchant_id}"
+
+    def save(self, *args, **kwargs) -> None:
+        # A record of who changed access: written once, never edited.
+        if self.pk is not None and not self._state.adding:
+            raise ValueError("Membership events are append-only.")
+        kwargs["force_insert"] = True
+        super().save(*args, **kwargs)
+
+
 class Order(models.Model):
     # No index of its own: the (merchant, reference) constraint and the merchant indexes below
     # lead with merchant_id and serve every lookup by merchant.
@@ -266,6 +326,12 @@ class Order(models.Model):
             ),
             models.Index(
                 fields=["stuck_cause", "stuck_since"], name="order_unret_cause_idx", condition=Q(stuck_since__isnull=False)
+            ),
+            # A merchant's unreturned orders of one cause, newest first (the API's and the
+            # portal's `cause` filter): one range scan instead of every merchant's orders of it.
+            models.Index(
+                fields=["merchant", "stuck_cause", "-submitted_at", "-id"], name="order_unret_merchant_cause_idx",
+                condition=Q(stuck_since__isnull=False),
             ),
             models.Index(fields=["id"], name="order_needs_review_idx", condition=Q(needs_review=True)),
             models.Index(fields=["merchant", "-submitted_at"], name="order_merchant_recent_idx"),
@@ -386,6 +452,8 @@ class PaymentCheck(models.Model):
     latency_ms = models.PositiveIntegerField(_("latency (ms)"), null=True, blank=True)
     response_excerpt = models.TextField(_("response excerpt"), blank=True)
     checked_at = models.DateTimeField(_("checked"), default=timezone.now)
+    # Set when retention emptied the response excerpt and error message (orders.retention).
+    response_pruned_at = models.DateTimeField(_("response pruned"), null=True, blank=True, editable=False)
 
     class Meta:
         verbose_name = _("payment check")
@@ -432,6 +500,9 @@ class ProviderCallback(models.Model):
     processed_at = models.DateTimeField(_("processed"), null=True, blank=True)
     outcome = models.CharField(_("outcome"), max_length=16, choices=CallbackOutcome.choices, default=CallbackOutcome.RECEIVED)
     error = models.TextField(_("error"), blank=True)
+    # Set when retention emptied the raw body and headers (orders.retention); the row stays, so
+    # a redelivery still finds its (provider, event id) and changes nothing.
+    body_pruned_at = models.DateTimeField(_("body pruned"), null=True, blank=True, editable=False)
 
     class Meta:
         verbose_name = _("provider callback")
@@ -631,3 +702,51 @@ class IdempotencyKey(models.Model):
 
     def __str__(self) -> str:
         return f"{self.key} ({self.method} {self.path})"
+
+
+class TelemetryCounter(models.Model):
+    """One monotonically increasing counter of the engine (checks, callbacks, latency buckets)
+    for one label set, kept in the database so that every web process scraping `/metrics` and
+    every worker adding to it see the same value (`orders.telemetry`)."""
+
+    name = models.CharField(_("name"), max_length=64)
+    # The labels as canonical JSON (sorted keys): the unique key the upsert conflicts on.
+    labels_key = models.CharField(_("labels key"), max_length=255)
+    labels = models.JSONField(_("labels"), default=dict)
+    value = models.BigIntegerField(_("value"), default=0)
+    updated_at = models.DateTimeField(_("updated"), default=timezone.now)
+
+    class Meta:
+        verbose_name = _("telemetry counter")
+        verbose_name_plural = _("telemetry counters")
+        constraints = [
+            models.UniqueConstraint(fields=["name", "labels_key"], name="telemetry_counter_unique_labels"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name}{self.labels_key} = {self.value}"
+
+
+class RetentionRun(models.Model):
+    """One run of the journal pruning (`orders.retention.prune_journals`): when, up to which
+    moment each journal was pruned, and how many rows lost their payloads. The latest complete
+    run's cutoffs are where the next run starts, so old, already pruned rows are not read again."""
+
+    started_at = models.DateTimeField(_("started"), default=timezone.now, db_index=True)
+    finished_at = models.DateTimeField(_("finished"), null=True, blank=True)
+    callback_cutoff = models.DateTimeField(_("callbacks received before"))
+    check_cutoff = models.DateTimeField(_("checks made before"))
+    # Everything received (checked) before these is pruned; null until a run got through.
+    callbacks_pruned_through = models.DateTimeField(_("callbacks pruned through"), null=True, blank=True)
+    checks_pruned_through = models.DateTimeField(_("checks pruned through"), null=True, blank=True)
+    callbacks_pruned = models.PositiveIntegerField(_("callback bodies pruned"), default=0)
+    checks_pruned = models.PositiveIntegerField(_("check responses pruned"), default=0)
+    complete = models.BooleanField(_("complete"), default=False)
+
+    class Meta:
+        verbose_name = _("retention run")
+        verbose_name_plural = _("retention runs")
+        ordering = ["-started_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.started_at:%Y-%m-%d %H:%M}: {self.callbacks_pruned} + {self.checks_pruned}"

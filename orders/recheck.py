@@ -29,6 +29,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
+from orders import log_context, telemetry
 from orders.actors import Actor
 from orders.models import PaymentAttempt, PaymentCheck, ProviderCallback
 from orders.policy import PolicyBook
@@ -55,6 +56,7 @@ class CheckReport:
     review_cause: str = ""
     checked: bool = False
     provider_error: bool = False
+    latency_ms: int | None = None
 
 
 @dataclass
@@ -132,6 +134,12 @@ def _ask(attempt: PaymentAttempt) -> ProviderResult:
     )
 
 
+def _ask_bound(attempt: PaymentAttempt) -> ProviderResult:
+    # On a pool thread: the adapter's log lines name the order and the provider too.
+    with log_context.bound(order_ref=attempt.order.reference, provider=attempt.provider):
+        return _ask(attempt)
+
+
 def check_attempts(
     attempt_ids: list[int], *, source: str, actor: Actor, now: datetime | None = None
 ) -> RecheckReport:
@@ -173,16 +181,35 @@ def check_attempts(
 
         writers = min(settings.RECHECK_DB_WRITERS, len(group))
         with ThreadPoolExecutor(max_workers=min(in_flight, len(group))) as pool, _writers(writers) as submit:
-            futures = {pool.submit(_ask, attempt): attempt for attempt in group}
+            futures = {pool.submit(_ask_bound, attempt): attempt for attempt in group}
             for future in as_completed(futures):
                 submit(job(futures[future], future))
         for item in items:
             report.add(item)
+    _count_checks(report.items, source=source)
     report.seconds = time.monotonic() - started
     return report
 
 
+def _count_checks(items: list[CheckReport], *, source: str) -> None:
+    """The batch's journaled checks in the metrics: one statement for the whole batch."""
+    telemetry.add_many(telemetry.check_increments(
+        (item.provider, source, item.error if item.provider_error else item.reported_status, item.provider_error,
+         None if item.latency_ms is None else item.latency_ms / 1000)
+        for item in items
+        if item.checked
+    ))
+
+
 def _record(attempt, future, *, source, actor, policies, now=None, has_callback=None) -> CheckReport:
+    # Every log line about this answer (here and in the services) names the order and the
+    # provider; this runs on a writer thread, which has a context of its own.
+    with log_context.bound(order_ref=attempt.order.reference, provider=attempt.provider):
+        return _record_bound(attempt, future, source=source, actor=actor, policies=policies, now=now,
+                             has_callback=has_callback)
+
+
+def _record_bound(attempt, future, *, source, actor, policies, now, has_callback) -> CheckReport:
     item = CheckReport(attempt.pk, attempt.provider, attempt.provider_reference or attempt.idempotency_key)
     try:
         result, error = future.result(), None
@@ -202,6 +229,7 @@ def _record(attempt, future, *, source, actor, policies, now=None, has_callback=
         item.error = "not journaled"
         return item
     item.check_id, item.checked = done.check.pk, True
+    item.latency_ms = done.check.latency_ms
     if error is not None:
         item.error, item.provider_error = error.kind, True
         return item

@@ -30,7 +30,7 @@ from django.utils.translation import gettext as _
 from orders.actors import Actor
 from orders.causes import Cause, category_of
 from orders.currencies import MINOR_UNITS, is_currency
-from orders.exceptions import DomainError, IllegalTransition, ValidationFailed
+from orders.exceptions import Conflict, DomainError, IllegalTransition, ValidationFailed
 from orders.models import Merchant, Order, OrderEvent, PaymentApproval, PaymentAttempt, PaymentCheck
 from orders.policy import PolicyBook, next_check_at
 from orders.providers.base import ProviderError, ProviderResult
@@ -405,8 +405,9 @@ def create_payment_attempt(
                     next_check_at=next_check_at,
                 )
         except IntegrityError:
-            raise ValidationFailed(
-                _("A payment attempt with this idempotency key or provider reference already exists.")
+            raise Conflict(
+                _("A payment attempt with this idempotency key or provider reference already exists."),
+                code="duplicate_attempt",
             ) from None
         _record_event(
             order=locked,
@@ -504,9 +505,10 @@ def _move_attempt(
             with transaction.atomic():
                 locked.save(update_fields=changed)
         except IntegrityError:
-            raise ValidationFailed(
+            raise Conflict(
                 _("Provider reference %(reference)s is already used by another attempt.")
-                % {"reference": provider_reference}
+                % {"reference": provider_reference},
+                code="duplicate_attempt",
             ) from None
     else:
         locked.save(update_fields=changed)
@@ -1381,7 +1383,8 @@ def _check_can_mark_paid(order: Order, provider: str, provider_reference: str) -
         )
     attempt = PaymentAttempt.objects.filter(provider=provider, provider_reference=provider_reference).first()
     if attempt is not None and attempt.order_id != order.pk:
-        raise ValidationFailed(_("Payment %(reference)s belongs to another order.") % {"reference": provider_reference})
+        raise Conflict(_("Payment %(reference)s belongs to another order.") % {"reference": provider_reference},
+                       code="payment_of_another_order")
     if attempt is not None and attempt.status in (AttemptStatus.FAILED, AttemptStatus.EXPIRED, AttemptStatus.CANCELLED):
         raise ValidationFailed(
             _("The provider reported payment %(reference)s as %(status)s; it cannot be marked paid by hand.")
@@ -1443,7 +1446,7 @@ def staff_cancel_order(*, order: Order | int, reason: str, actor: Actor) -> Orde
     with transaction.atomic():
         locked = _lock_order(order_id)
         if locked.attempts.filter(status=AttemptStatus.SUCCEEDED).exists():
-            raise ValidationFailed(_("Money was taken for this order: refund it instead of cancelling."))
+            raise Conflict(_("Money was taken for this order: refund it instead of cancelling."), code="money_taken")
         if not order_move_allowed(locked.status, OrderStatus.CANCELLED):
             return _move_order(locked, to=OrderStatus.CANCELLED, actor=actor, reason=reason)  # raises, explained
         for attempt in locked.attempts.select_for_update().filter(status__in=sorted(ATTEMPT_OPEN)):

@@ -19,6 +19,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.views.decorators.csrf import csrf_exempt
 
+from orders import log_context, telemetry
 from orders.actors import Actor
 from orders.api.errors import error_response
 from orders.models import Order, PaymentAttempt, PaymentCheck, ProviderCallback
@@ -61,8 +62,28 @@ def _too_many_bad_signatures(provider: str, request: HttpRequest) -> bool:
         return False
 
 
+def _count(callback: ProviderCallback, *, signature_valid: bool | None = None, outcome: str | None = None,
+           checks: list | None = None) -> None:
+    """One delivery in the metrics (and the check it produced), in one statement after commit.
+    The signature is this delivery's (by default the journaled callback's)."""
+    valid = callback.signature_valid if signature_valid is None else signature_valid
+    telemetry.add_many([
+        telemetry.Increment(telemetry.CALLBACKS, {
+            "provider": callback.provider,
+            "signature": "valid" if valid else "invalid",
+            "outcome": outcome or callback.outcome,
+        }),
+        *(checks or []),
+    ])
+
+
 @csrf_exempt
 def provider_webhook(request: HttpRequest, provider: str) -> JsonResponse:
+    with log_context.bound(provider=provider):
+        return _receive(request, provider)
+
+
+def _receive(request: HttpRequest, provider: str) -> JsonResponse:
     if request.method != "POST":
         response = error_response(405, "method_not_allowed", _("Callbacks are delivered with POST."))
         response["Allow"] = "POST"
@@ -87,6 +108,7 @@ def provider_webhook(request: HttpRequest, provider: str) -> JsonResponse:
 
     if not created and callback.processed_at is not None and callback.signature_valid:
         # A redelivery of a callback we already applied: answer as before, change nothing.
+        _count(callback, outcome="duplicate")
         return JsonResponse({"status": "duplicate", "outcome": callback.outcome})
 
     try:
@@ -94,9 +116,11 @@ def provider_webhook(request: HttpRequest, provider: str) -> JsonResponse:
     except SignatureInvalid as exc:
         if not created and callback.signature_valid:
             # Someone replays a known id with another body: keep the genuine journal entry.
+            _count(callback, signature_valid=False, outcome=Outcome.REJECTED)
             return error_response(400, "invalid_signature", str(reason_message(exc.reason)))
         limited = _too_many_bad_signatures(provider, request)
         _treat_as_hint(callback, adapter, headers, body, reason=exc.reason, enqueue=not limited)
+        _count(callback)
         if limited:
             return error_response(429, "too_many_invalid_signatures",
                                   _("Too many callbacks with invalid signatures; slow down."))
@@ -107,7 +131,10 @@ def provider_webhook(request: HttpRequest, provider: str) -> JsonResponse:
         callback.headers, callback.body = _masked_headers(request), text
     callback.signature_valid = True
     callback.save(update_fields=["headers", "body", "signature_valid"])
-    if process_callback(callback, adapter=adapter, raw_headers=headers):
+    checks: list[telemetry.Increment] = []
+    processed = process_callback(callback, adapter=adapter, raw_headers=headers, counted=checks)
+    _count(callback, checks=checks)
+    if processed:
         return JsonResponse({"status": "processed", "outcome": callback.outcome})
     return error_response(500, "processing_failed", _("The callback was recorded but could not be processed; "
                                                       "it will be replayed."))
@@ -115,12 +142,14 @@ def provider_webhook(request: HttpRequest, provider: str) -> JsonResponse:
 
 def _find_attempt(provider: str, event: CallbackEvent, *, adopt: bool) -> PaymentAttempt | None:
     result = event.result
-    attempt = PaymentAttempt.objects.filter(provider=provider, provider_reference=result.provider_reference).first()
+    # The order comes along for its reference, which every later log line of the callback names.
+    attempts = PaymentAttempt.objects.select_related("order")
+    attempt = attempts.filter(provider=provider, provider_reference=result.provider_reference).first()
     if attempt is None and result.idempotency_key:
         # Our attempt whose create timed out: it has no provider reference yet, but the
         # provider echoes its idempotency key. Adopting the payment as a second attempt
         # instead would later collide with this one and report a duplicate payment.
-        attempt = PaymentAttempt.objects.filter(
+        attempt = attempts.filter(
             provider=provider, idempotency_key=result.idempotency_key, provider_reference=""
         ).first()
     if attempt is not None or not adopt or not (result.order_reference and result.merchant):
@@ -141,6 +170,7 @@ def _treat_as_hint(callback, adapter: PaymentProvider, headers, body: bytes, *, 
     except MalformedCallback:
         attempt = None
     if attempt is not None:
+        log_context.push(order_ref=attempt.order.reference)  # the request's context ends with it
         callback.attempt = attempt
         if enqueue:
             callback.outcome = Outcome.RECHECK
@@ -158,18 +188,39 @@ def _enqueue_recheck(attempt_id: int) -> None:
 
 
 def process_callback(
-    callback: ProviderCallback, *, adapter: PaymentProvider | None = None, raw_headers: dict | None = None
+    callback: ProviderCallback,
+    *,
+    adapter: PaymentProvider | None = None,
+    raw_headers: dict | None = None,
+    counted: list | None = None,
 ) -> bool:
-    """Apply one verified, journaled callback. Returns False (and records why) on failure."""
+    """Apply one verified, journaled callback. Returns False (and records why) on failure.
+
+    The check it journals is counted in the metrics: added to `counted` when given (the caller
+    writes it with its own increments), else written here."""
+    with log_context.bound(provider=callback.provider):
+        return _process_callback(callback, adapter=adapter, raw_headers=raw_headers,
+                                 counted=counted if counted is not None else [], flush=counted is None)
+
+
+def _process_callback(callback, *, adapter, raw_headers, counted: list, flush: bool) -> bool:
     adapter = adapter or get_provider(callback.provider)
+    token = None
     try:
+        if callback.body_pruned_at is not None:
+            raise LookupError(_("The callback's body was pruned by the retention policy; it cannot be applied again."))
         event = adapter.parse_callback(raw_headers or callback.headers, callback.body.encode("utf-8"))
         attempt = _find_attempt(callback.provider, event, adopt=True)
         if attempt is None:
             raise LookupError(_("No payment attempt or order matches provider reference %(reference)s.")
                               % {"reference": event.result.provider_reference})
+        token = log_context.push(order_ref=attempt.order.reference)
         # The callback is journaled as a check too, so the diagnosis sees every answer in one place.
         record_check(attempt=attempt.pk, source=PaymentCheck.Source.CALLBACK, result=event.result)
+        counted.extend(telemetry.check_increments([
+            (callback.provider, PaymentCheck.Source.CALLBACK, event.result.status, False,
+             None if event.result.latency_ms is None else event.result.latency_ms / 1000),
+        ]))
         with transaction.atomic():
             outcome = apply_provider_result(
                 attempt=attempt.pk, result=event.result, source=PaymentCheck.Source.CALLBACK,
@@ -187,3 +238,8 @@ def process_callback(
         callback.error = str(exc)[:2000]
         callback.save(update_fields=["outcome", "error"])
         return False
+    finally:
+        if token is not None:
+            log_context.pop(token)
+        if flush:
+            telemetry.add_many(counted)

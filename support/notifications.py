@@ -255,27 +255,27 @@ class Claim:
     attempt: int  # the attempt number this claim owns (the row's `attempts` after claiming)
 
 
-def claim_due_notifications(
-    *, now: datetime | None = None, limit: int = 100, lease: timedelta = SEND_LEASE
+def claim_due_rows(
+    model, *, now: datetime | None = None, limit: int = 100, lease: timedelta = SEND_LEASE, stopped_message: str
 ) -> list[Claim]:
-    """Take up to `limit` due rows (pending, or sending with a lapsed lease) for this sender:
-    status "sending", the attempt counted, due again after the lease. Commits before it
-    returns, so no lock is held while mail is sent."""
+    """Take up to `limit` due rows of an outbox `model` (status pending/sending/sent/failed,
+    `attempts`, `next_attempt_at`, `last_error`): pending ones, and sending ones whose lease
+    lapsed, become "sending" with the attempt counted and are due again after the lease.
+    Commits before it returns, so no lock is held while the message goes out. A row whose
+    last try was interrupted is failed with `stopped_message` instead (it may have gone out)."""
     now = now or timezone.now()
     claims: list[Claim] = []
     with transaction.atomic():
         rows = list(
-            Notification.objects.select_for_update(skip_locked=True)
+            model.objects.select_for_update(skip_locked=True)
             .filter(status__in=[Status.PENDING, Status.SENDING], next_attempt_at__lte=now)
             .order_by("next_attempt_at", "pk")
             .values_list("pk", "status", "attempts")[:limit]
         )
         exhausted = [pk for pk, status, attempts in rows if status == Status.SENDING and attempts >= MAX_ATTEMPTS]
         if exhausted:
-            # A sender stopped during the last try: it may or may not have gone out; stop here.
-            Notification.objects.filter(pk__in=exhausted).update(
-                status=Status.FAILED, next_attempt_at=None,
-                last_error="The sender stopped during the last attempt; the email may not have been sent.",
+            model.objects.filter(pk__in=exhausted).update(
+                status=Status.FAILED, next_attempt_at=None, last_error=stopped_message,
             )
         for pk, status, attempts in rows:
             if pk in exhausted:
@@ -286,14 +286,27 @@ def claim_due_notifications(
         for claim in claims:
             by_attempt.setdefault(claim.attempt, []).append(claim.pk)
         for attempt, pks in by_attempt.items():
-            Notification.objects.filter(pk__in=pks).update(
-                status=Status.SENDING, attempts=attempt, next_attempt_at=now + lease
-            )
+            model.objects.filter(pk__in=pks).update(status=Status.SENDING, attempts=attempt, next_attempt_at=now + lease)
     return claims
 
 
+def still_ours(model, claim: Claim):
+    """The claimed row, only while this claim still owns it (a lapsed lease hands it on)."""
+    return model.objects.filter(pk=claim.pk, status=Status.SENDING, attempts=claim.attempt)
+
+
+def claim_due_notifications(
+    *, now: datetime | None = None, limit: int = 100, lease: timedelta = SEND_LEASE
+) -> list[Claim]:
+    """Due customer emails for this sender (`claim_due_rows`)."""
+    return claim_due_rows(
+        Notification, now=now, limit=limit, lease=lease,
+        stopped_message="The sender stopped during the last attempt; the email may not have been sent.",
+    )
+
+
 def _still_ours(claim: Claim):
-    return Notification.objects.filter(pk=claim.pk, status=Status.SENDING, attempts=claim.attempt)
+    return still_ours(Notification, claim)
 
 
 def retry_delay(attempt: int) -> timedelta | None:

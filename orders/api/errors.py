@@ -14,10 +14,11 @@ from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.http import Http404, HttpRequest, JsonResponse
 from django.utils.translation import gettext as _
 from django.views import defaults
+from django.views.decorators.csrf import csrf_exempt
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 
-from orders.exceptions import DomainError, IllegalTransition, ValidationFailed
+from orders.exceptions import Conflict, DomainError, IllegalTransition, ValidationFailed
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +78,7 @@ def _first_code(exc: exceptions.APIException) -> str:
 
 def _domain_status(exc: DomainError) -> int:
     # 409: the request is fine but the order's state (or an existing row) refuses it.
-    if isinstance(exc, IllegalTransition) or hasattr(exc, "existing_id"):
+    if isinstance(exc, (IllegalTransition, Conflict)) or hasattr(exc, "existing_id"):
         return status.HTTP_409_CONFLICT
     if isinstance(exc, ValidationFailed):
         return status.HTTP_400_BAD_REQUEST
@@ -123,6 +124,7 @@ def exception_handler(exc, context) -> Response | None:
 # --- Plain Django handlers: JSON under /api/, the usual pages elsewhere -----------------------
 
 
+@csrf_exempt  # it changes nothing; without this a POST with a token got the HTML CSRF page, not this
 def api_not_found(request: HttpRequest, *args, **kwargs) -> JsonResponse:
     return error_response(404, "not_found", _("There is no API endpoint at this address."))
 

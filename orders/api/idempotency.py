@@ -15,11 +15,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from contextlib import nullcontext
 from datetime import timedelta
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 from rest_framework.response import Response
@@ -148,9 +149,11 @@ class IdempotentMixin:
         fingerprint = request_fingerprint(request)
         for _attempt in range(3):
             try:
-                # Its own transaction: committed at once, so concurrent requests see it (and wait on
-                # the unique index for it) while this one runs the view.
-                with transaction.atomic():
+                # Committed at once, so concurrent requests see it (and wait on the unique index for
+                # it) while this one runs the view: one autocommitted INSERT, no BEGIN and COMMIT
+                # round trips; a savepoint only inside a caller's transaction, which a duplicate
+                # key must not break.
+                with transaction.atomic() if connection.in_atomic_block else nullcontext():
                     return IdempotencyKey.objects.create(
                         owner_id=owner_id,
                         key=key,

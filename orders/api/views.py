@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 from django.db.models import Prefetch, QuerySet
 from django.urls import reverse
-from django.utils.translation import gettext as _
+from django.utils import timezone
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
-from rest_framework import exceptions, mixins, status, viewsets
+from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
@@ -17,41 +19,20 @@ from rest_framework.views import APIView
 from orders import services
 from orders.api import serializers as s
 from orders.api.idempotency import IdempotentMixin
+from orders.api.merchants import merchant_for_write
 from orders.api.pagination import OrderCursorPagination
 from orders.api.permissions import OrderWritePermission, actor_for, staff_permission
+from orders.api.schema import E400, E404, E409, READ_ERRORS, WRITE_ERRORS
 from orders.causes import Category, Cause
+from orders.diagnosis import OrderEvidence, diagnose
 from orders.evidence import diagnose_now
 from orders.filters import OrderFilter
-from orders.models import Merchant, Order, PaymentAttempt
+from orders.models import Order, PaymentAttempt
 from orders.recheck import check_order_now
-from orders.selectors import (
-    can_write_for,
-    is_back_office,
-    merchants_visible_to,
-    orders_visible_to,
-    writable_merchants,
-)
+from orders.selectors import is_back_office, orders_visible_to
 from orders.snapshots import AGE_BUCKETS, unreturned_counts
 from orders.states import ATTEMPT_OPEN
 from orders.timeline import order_timeline
-
-# --- shared error responses for the schema -------------------------------------------------------
-
-
-def _error(description: str) -> OpenApiResponse:
-    return OpenApiResponse(s.ErrorSerializer, description=description)
-
-
-E400 = {400: _error("Invalid request: `fields` says which fields and why.")}
-E401 = {401: _error("Not authenticated.")}
-E403 = {403: _error("Authenticated, but not allowed (for example a viewer writing).")}
-E404 = {404: _error("No such order among those you can see.")}
-E409 = {409: _error("The order's state refuses the action.")}
-E413 = {413: _error("The request body is larger than 256 KiB.")}
-E429 = {429: _error("Too many writes; see Retry-After.")}
-READ_ERRORS = {**E401, **E403}
-WRITE_ERRORS = {**E400, **E401, **E403, **E413, **E429}
-
 
 # --- diagnosis -----------------------------------------------------------------------------------
 
@@ -118,31 +99,35 @@ class OrderViewSet(IdempotentMixin, mixins.ListModelMixin, mixins.RetrieveModelM
             fresh, context={**self.get_serializer_context(), "diagnosis": {fresh.pk: order_diagnosis(fresh)}}
         ).data
 
+    def _created_detail(self, order: Order) -> dict:
+        """`_detail` of an order this request has just created, without reading it back.
+
+        A new order has no payment attempts, and it is not unreturned until it has waited its
+        merchant's threshold (`stuck_after`, positive by constraint): `diagnose` on what we hold
+        finds nothing, which is what `diagnose_now` would find after its five queries and the
+        outage aggregate. Anything else (an order created with an earlier submission time) takes
+        the full path.
+        """
+        evidence = OrderEvidence(
+            order_id=order.pk, stuck_after=order.merchant.stuck_after, status=order.status,
+            status_changed_at=order.status_changed_at, submitted_at=order.submitted_at, amount=order.amount,
+            currency=order.currency, reference=order.reference, needs_review=order.needs_review,
+        )
+        if diagnose(evidence, now=timezone.now()) is not None:
+            return self._detail(order)
+        # As read back: money with the column's decimal places ("128" is stored as 128.00).
+        for name in ("amount", "captured_amount"):
+            places = Order._meta.get_field(name).decimal_places
+            setattr(order, name, getattr(order, name).quantize(Decimal(1).scaleb(-places)))
+        order._prefetched_objects_cache = {"attempts": PaymentAttempt.objects.none()}
+        return s.OrderDetailSerializer(
+            order, context={**self.get_serializer_context(), "diagnosis": {order.pk: None}}
+        ).data
+
     def retrieve(self, request: Request, *args, **kwargs) -> Response:
         return Response(self._detail(self.get_object()))
 
     # --- create ---
-
-    def _merchant_for_create(self, code: str | None) -> Merchant:
-        user = self.request.user
-        if is_back_office(user):
-            if not code:
-                raise exceptions.ValidationError({"merchant": [_("Give the merchant's code.")]})
-        if code:
-            merchant = merchants_visible_to(user).filter(code=code).first()
-            if merchant is None:
-                raise exceptions.ValidationError({"merchant": [_("You have no merchant with this code.")]})
-            if not can_write_for(user, merchant.pk):
-                raise exceptions.PermissionDenied(_("Your role for this merchant allows reading only."))
-            return merchant
-        candidates = list(writable_merchants(user)[:2])
-        if not candidates:
-            raise exceptions.PermissionDenied(_("Your role for this merchant allows reading only."))
-        if len(candidates) > 1:
-            raise exceptions.ValidationError(
-                {"merchant": [_("You belong to several merchants: say which one with its code.")]}
-            )
-        return candidates[0]
 
     @extend_schema(
         summary="Create an order",
@@ -157,7 +142,7 @@ class OrderViewSet(IdempotentMixin, mixins.ListModelMixin, mixins.RetrieveModelM
         serializer = s.OrderCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        merchant = self._merchant_for_create(data.get("merchant"))
+        merchant = merchant_for_write(request.user, data.get("merchant"))
         order = services.create_order(
             merchant=merchant, reference=data["reference"], amount=data["amount"], currency=data["currency"],
             customer_name=data["customer_name"], customer_email=data["customer_email"],
@@ -165,7 +150,7 @@ class OrderViewSet(IdempotentMixin, mixins.ListModelMixin, mixins.RetrieveModelM
             actor=actor_for(request.user),
         )
         location = reverse("orders_api:order-detail", args=[order.pk])
-        return Response(self._detail(order), status=status.HTTP_201_CREATED, headers={"Location": location})
+        return Response(self._created_detail(order), status=status.HTTP_201_CREATED, headers={"Location": location})
 
     # --- payment attempts ---
 
@@ -178,7 +163,8 @@ class OrderViewSet(IdempotentMixin, mixins.ListModelMixin, mixins.RetrieveModelM
         request=s.PaymentAttemptCreateSerializer,
         responses={201: s.PaymentAttemptSerializer, **WRITE_ERRORS, **E404, **E409},
     )
-    @action(detail=True, methods=["get", "post"], url_path="payment-attempts", pagination_class=None)
+    @action(detail=True, methods=["get", "post"], url_path="payment-attempts", pagination_class=None,
+            filter_backends=[])  # the list's query filters do not apply (nor belong in the schema)
     def payment_attempts(self, request: Request, order_id=None) -> Response:
         order = self.get_object()
         if request.method == "GET":
@@ -196,7 +182,7 @@ class OrderViewSet(IdempotentMixin, mixins.ListModelMixin, mixins.RetrieveModelM
         summary="The order's timeline, newest first (staff also see internal entries)",
         request=None, responses={200: s.TimelineEntrySerializer(many=True), **READ_ERRORS, **E404},
     )
-    @action(detail=True, methods=["get"], pagination_class=None)
+    @action(detail=True, methods=["get"], pagination_class=None, filter_backends=[])
     def timeline(self, request: Request, order_id=None) -> Response:
         order = self.get_object()
         entries = order_timeline(order, include_internal=is_back_office(request.user))

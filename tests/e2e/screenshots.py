@@ -1,5 +1,5 @@
-"""`make screenshots`: the staff pages of a fresh demo, in English and Chinese, written to
-docs/screenshots/ (the README shows them)."""
+"""`make screenshots`: the staff pages and the merchant portal of a fresh demo, in English and
+Chinese, written to docs/screenshots/ (the README and docs/merchant-portal.md show them)."""
 
 from __future__ import annotations
 
@@ -17,9 +17,37 @@ def shoot(page, name: str, *, full_page: bool = True) -> None:
     print(path.relative_to(ROOT))
 
 
-def switch_language(page, code: str) -> None:
-    page.locator(f".language-switch button[value='{code}']").click()
+def switch_language(page, code: str, *, switch: str = ".language-switch") -> None:
+    page.locator(f"{switch} button[value='{code}']").click()
     page.wait_for_load_state()
+
+
+def portal_log_in(page, base: str, username: str) -> None:
+    page.goto(base + "/accounts/login/")
+    page.fill("#id_username", username)
+    page.fill("#id_password", f"{username}-demo")
+    page.locator(".login-card button[type=submit]").click()
+    page.wait_for_load_state()
+
+
+def merchant_portal(browser, base: str) -> None:
+    """The merchant portal as the demo operator, on a desktop and on a phone, in both languages."""
+    home = base + "/merchant/jade-leaf-tea/"
+    for suffix, viewport in (("", {"width": 1400, "height": 1000}), ("-phone", {"width": 390, "height": 844})):
+        context = browser.new_context(viewport=viewport)
+        page = context.new_page()
+        portal_log_in(page, base, "operator")
+        page.goto(home)
+        shoot(page, f"merchant-home{suffix}")
+        page.goto(home + "orders/?unreturned=true&cause=result_unknown")
+        shoot(page, f"merchant-orders{suffix}", full_page=False)
+        page.locator("table.orders-table a.ref").first.click()
+        page.wait_for_load_state()
+        shoot(page, f"merchant-order{suffix}")
+        page.goto(home)
+        switch_language(page, "zh-hans", switch=".lang-switch")
+        shoot(page, f"merchant-home-zh-hans{suffix}")
+        context.close()
 
 
 def main() -> int:
@@ -49,6 +77,7 @@ def main() -> int:
         shoot(page, "dashboard-zh-hans")
         page.goto(base + "/admin/orders/order/?unreturned=yes")
         shoot(page, "worklist-zh-hans", full_page=False)
+        merchant_portal(browser, base)
         browser.close()
     return 0
 

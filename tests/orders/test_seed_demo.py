@@ -287,3 +287,8 @@ def test_the_outage_is_still_going_on_at_the_anchor_and_nothing_is_in_the_future
     assert not PaymentCheck.objects.filter(checked_at__gt=now).exists()
     assert not ProviderCallback.objects.filter(received_at__gt=now).exists()
     assert not Order.objects.filter(stuck_since__gt=now).exists()
+
+
+def test_every_count_from_the_minimum_up_has_a_plan_with_healthy_orders():
+    for orders in range(demo.MIN_ORDERS, demo.MIN_ORDERS * 20):
+        assert demo.plan_counts(orders)["healthy"] >= 1

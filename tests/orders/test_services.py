@@ -13,7 +13,7 @@ from django.utils import timezone
 from orders import services
 from orders.actors import Actor
 from orders.causes import Category, Cause
-from orders.exceptions import IllegalTransition, ValidationFailed
+from orders.exceptions import Conflict, IllegalTransition, ValidationFailed
 from orders.models import Order, OrderEvent, PaymentAttempt
 from orders.signals import order_state_changed
 from orders.states import ORDER_TERMINAL, AttemptStatus, OrderStatus
@@ -265,7 +265,7 @@ def test_create_payment_attempt_refuses_a_reused_idempotency_key():
     services.create_payment_attempt(order=order, provider="sandbox", actor=SYSTEM, idempotency_key="key-1")
     events_before = OrderEvent.objects.count()
 
-    with pytest.raises(ValidationFailed, match="idempotency key"):
+    with pytest.raises(Conflict, match="idempotency key"):
         services.create_payment_attempt(order=order, provider="sandbox", actor=SYSTEM, idempotency_key="key-1")
 
     assert PaymentAttempt.objects.count() == 1

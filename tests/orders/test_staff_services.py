@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from orders import services
 from orders.actors import Actor
-from orders.exceptions import IllegalTransition, ValidationFailed
+from orders.exceptions import Conflict, IllegalTransition, ValidationFailed
 from orders.models import Order, OrderEvent, PaymentApproval, PaymentAttempt
 from orders.states import AttemptStatus, OrderStatus
 from tests.orders.engine_helpers import ENGINE_ACTOR, add_attempt, events, fresh, new_order, pending_order
@@ -247,7 +247,7 @@ def test_mark_paid_refuses_a_reference_of_another_orders_attempt(staff):
     _other, others_attempt = pending_order()
     before = _snapshot(order)
 
-    with pytest.raises(ValidationFailed, match="another order"):
+    with pytest.raises(Conflict, match="another order"):
         services.request_mark_paid(order=order, provider_reference=others_attempt.provider_reference, reason="paid",
                                    actor=Actor.staff(staff))
 
@@ -262,7 +262,7 @@ def test_mark_paid_refuses_another_orders_reference_whatever_attempts_this_order
     _other, others_attempt = pending_order()
     before = _snapshot(order)
 
-    with pytest.raises(ValidationFailed, match="another order"):
+    with pytest.raises(Conflict, match="another order"):
         services.request_mark_paid(order=order, provider_reference=others_attempt.provider_reference, reason="paid",
                                    actor=Actor.staff(staff))
 
@@ -516,7 +516,7 @@ def test_cancel_is_refused_when_money_was_taken(staff, paid):
         order = attempt_in_status(AttemptStatus.SUCCEEDED).order
     before = _snapshot(order)
 
-    with pytest.raises(ValidationFailed, match="refund"):
+    with pytest.raises(Conflict, match="refund"):
         services.staff_cancel_order(order=order, reason="customer asked", actor=Actor.staff(staff))
 
     assert _snapshot(order) == before

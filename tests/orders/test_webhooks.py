@@ -16,7 +16,7 @@ from standardwebhooks.webhooks import Webhook
 
 from orders import services
 from orders.causes import Cause
-from orders.exceptions import ValidationFailed
+from orders.exceptions import Conflict
 from orders.models import Order, OrderEvent, PaymentAttempt, PaymentCheck, ProviderCallback
 from orders.providers.signing import generate_secret
 from orders.states import AttemptStatus, OrderStatus
@@ -529,7 +529,7 @@ def test_a_callback_that_beats_the_checkout_is_recorded_under_the_checkouts_key(
     assert (attempt.status, attempt.action_required) == (AttemptStatus.PENDING, "3ds")
     assert fresh(order).status == OrderStatus.PAYMENT_PENDING
     # The checkout then tries to record the attempt it started: it is already there.
-    with pytest.raises(ValidationFailed):
+    with pytest.raises(Conflict):
         services.create_payment_attempt(
             order=order, provider="sandbox", idempotency_key="checkout-key", status=AttemptStatus.UNKNOWN,
             actor=ENGINE_ACTOR,

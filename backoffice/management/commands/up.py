@@ -53,6 +53,11 @@ class Command(BaseCommand):
             os.environ.setdefault("SANDBOX_PROVIDER_URL", f"http://127.0.0.1:{sandbox_port}")
         children = self.children(host, port, sandbox_port=None if no_sandbox else sandbox_port)
         self.banner(host, port, sandbox_port=None if no_sandbox else sandbox_port)
+        # Alert rules are evaluated here too, so "task cluster down" is noticed (and notified)
+        # when the cluster is the thing that stopped (docs/monitoring.md).
+        from backoffice.monitoring.watchdog import start_watchdog
+
+        start_watchdog()
         self.supervise(children)
 
     # --- setup ---------------------------------------------------------------------------
@@ -96,6 +101,7 @@ class Command(BaseCommand):
             "",
             _("Order Recovery Desk is starting."),
             _("  Back-office (admin):  %(url)s/admin/") % {"url": base},
+            _("  Merchant portal:      %(url)s/merchant/ (log in at %(url)s/accounts/login/)") % {"url": base},
             "",
         ]
         if sandbox_port is not None:

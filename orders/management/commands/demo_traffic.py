@@ -17,7 +17,7 @@ from django.utils.translation import gettext as _
 from faker import Faker
 
 from orders.actors import Actor
-from orders.exceptions import ValidationFailed
+from orders.exceptions import Conflict
 from orders.models import Merchant
 from orders.policy import first_check_at
 from orders.providers.base import ProviderError
@@ -84,7 +84,7 @@ class Command(BaseCommand):
                 status=status, actor=Actor.system("demo-traffic"),
                 next_check_at=first_check_at(provider, shop.pk, status, now=now),
             )
-        except ValidationFailed:
+        except Conflict:
             # The provider's callback arrived first and the payment was already recorded from it.
             status = _("recorded from the provider's callback")
         self.stdout.write(_("%(reference)s: %(amount)s %(currency)s at %(merchant)s, payment %(status)s")

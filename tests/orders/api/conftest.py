@@ -15,3 +15,8 @@ def _fresh_throttle_counts():
 @pytest.fixture
 def merchant():
     return MerchantFactory(code="acme")
+
+
+@pytest.fixture
+def other_merchant():
+    return MerchantFactory(code="globex")

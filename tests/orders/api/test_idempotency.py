@@ -26,6 +26,7 @@ from orders.api.idempotency import IdempotentMixin
 from orders.models import IdempotencyKey, Merchant, Order
 from orders.schedules import SCHEDULES
 from orders.tasks import purge_idempotency_keys
+from tests.orders.api.helpers import client_for
 from tests.orders.engine_helpers import run_in_threads
 from tests.orders.factories import UserFactory
 
@@ -79,12 +80,6 @@ pytestmark = [pytest.mark.urls(__name__)]
 @pytest.fixture
 def user():
     return UserFactory()
-
-
-def client_for(user) -> APIClient:
-    client = APIClient()
-    client.force_authenticate(user)
-    return client
 
 
 def post(client, body: dict, key: str | None = "key-1"):

@@ -6,7 +6,6 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
-from django.contrib.auth.models import Permission
 from django.core.management import call_command
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
@@ -17,33 +16,17 @@ from orders.actors import Actor
 from orders.causes import Cause
 from orders.models import MerchantMembership, Order, PaymentApproval
 from orders.states import OrderStatus
+from tests.orders.api.helpers import client_for, member, staff_with
 from tests.orders.engine_helpers import flag_order, new_order, pending_order
-from tests.orders.factories import MembershipFactory, MerchantFactory, StaffUserFactory, UserFactory
+from tests.orders.factories import StaffUserFactory
 
 pytestmark = pytest.mark.django_db
 Role = MerchantMembership.Role
 ORDERS = "/api/v1/orders/"
 
 
-@pytest.fixture
-def other_merchant():
-    return MerchantFactory(code="globex")
-
-
-def client_for(user) -> APIClient:
-    client = APIClient()
-    client.force_authenticate(user)
-    return client
-
-
-def member(merchant, role=Role.OPERATOR):
-    return MembershipFactory(merchant=merchant, role=role).user
-
-
 def staff(*codenames: str):
-    user = StaffUserFactory()
-    user.user_permissions.add(*Permission.objects.filter(content_type__app_label="orders", codename__in=codenames))
-    return user
+    return staff_with("orders", *codenames)
 
 
 def order_payload(**overrides) -> dict:
@@ -323,6 +306,19 @@ def test_cancel_needs_a_reason(merchant):
     response = client_for(member(merchant)).post(f"{ORDERS}{order.pk}/cancel/", {}, format="json")
     assert response.status_code == 400
     assert "reason" in response.json()["error"]["fields"]
+
+
+def test_cancel_after_money_was_taken_answers_409_and_changes_nothing(merchant):
+    order, attempt = pending_order(merchant=merchant)
+    type(attempt).objects.filter(pk=attempt.pk).update(status="succeeded")
+
+    response = client_for(member(merchant, Role.MANAGER)).post(
+        f"{ORDERS}{order.pk}/cancel/", {"reason": "customer asked"}, format="json"
+    )
+
+    assert response.status_code == 409
+    assert response.json()["error"]["code"] == "money_taken"
+    assert Order.objects.get(pk=order.pk).status == OrderStatus.PAYMENT_PENDING
 
 
 def test_viewer_cannot_cancel(merchant):
