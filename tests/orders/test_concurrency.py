@@ -16,7 +16,7 @@ from django.db import connection
 
 from orders import services
 from orders.actors import Actor
-from orders.exceptions import IllegalTransition, ValidationFailed
+from orders.exceptions import Conflict, IllegalTransition
 from orders.models import Order, OrderEvent, PaymentAttempt
 from orders.states import AttemptStatus, OrderStatus
 from tests.orders.factories import order_in_status
@@ -135,7 +135,7 @@ def test_two_payment_attempts_with_one_idempotency_key_create_one_attempt(on_pos
                                                     idempotency_key=key),
         )
 
-        assert _kinds(outcomes) == {"ok": 1, "ValidationFailed": 1}, outcomes
+        assert _kinds(outcomes) == {"ok": 1, "Conflict": 1}, outcomes
         assert list(PaymentAttempt.objects.filter(order=order).values_list("idempotency_key", flat=True)) == [key]
         assert Order.objects.get(pk=order.pk).status == OrderStatus.PAYMENT_PENDING
         assert order.events.filter(kind=OrderEvent.Kind.ATTEMPT_CREATED).count() == 1
@@ -154,9 +154,9 @@ def test_one_idempotency_key_racing_across_two_orders_creates_one_attempt(on_pos
                                                     idempotency_key=key),
         )
 
-        assert _kinds(outcomes) == {"ok": 1, "ValidationFailed": 1}, outcomes
+        assert _kinds(outcomes) == {"ok": 1, "Conflict": 1}, outcomes
         assert PaymentAttempt.objects.filter(idempotency_key=key).count() == 1
-        loser = right if isinstance(outcomes[1], ValidationFailed) else left
+        loser = right if isinstance(outcomes[1], Conflict) else left
         # The loser's transaction rolled back whole: no attempt, no event, no status change.
         assert Order.objects.get(pk=loser.pk).status == OrderStatus.SUBMITTED
         assert list(loser.events.values_list("kind", flat=True)) == [OrderEvent.Kind.CREATED]
