@@ -51,6 +51,10 @@ class Command(BaseCommand):
         if not no_sandbox:
             # The children (web, tasks, traffic) must query the sandbox where it listens.
             os.environ.setdefault("SANDBOX_PROVIDER_URL", f"http://127.0.0.1:{sandbox_port}")
+        if "SITE_URL" not in os.environ:
+            # Links in emails (status pages, incidents) point at this server, on whatever port;
+            # this process sends some of them too (the alert watchdog).
+            os.environ["SITE_URL"] = settings.SITE_URL = f"http://{host}:{port}"
         children = self.children(host, port, sandbox_port=None if no_sandbox else sandbox_port)
         self.banner(host, port, sandbox_port=None if no_sandbox else sandbox_port)
         # Alert rules are evaluated here too, so "task cluster down" is noticed (and notified)
