@@ -3,13 +3,16 @@ payment records are never deleted; status changes arrive with the staff actions.
 
 from __future__ import annotations
 
-from django.contrib import admin
+from django import forms
+from django.contrib import admin, messages
 from django.utils.translation import gettext_lazy as _
 
-from django.contrib import messages
-
+from orders import memberships
+from orders.actors import Actor
+from orders.exceptions import DomainError
 from orders.models import (
     IdempotencyKey,
+    MembershipRole,
     Merchant,
     MerchantMembership,
     OrderEvent,
@@ -55,10 +58,15 @@ class ExactSearchMixin:
         return queryset.filter(query), False
 
 
-class MembershipInline(admin.TabularInline):
+class MembershipInline(ReadOnlyAdminMixin, admin.TabularInline):
+    """The merchant's members at a glance; changes go through the membership page, which
+    records them (`orders.memberships`)."""
+
     model = MerchantMembership
     extra = 0
-    autocomplete_fields = ["user"]
+    fields = ["user", "role", "created_at"]
+    readonly_fields = fields
+    show_change_link = True
 
 
 @admin.register(Merchant)
@@ -72,13 +80,60 @@ class MerchantAdmin(admin.ModelAdmin):
         return False
 
 
+class MembershipAdminForm(forms.ModelForm):
+    class Meta:
+        model = MerchantMembership
+        fields = ["user", "merchant", "role"]
+
+    def clean(self):
+        cleaned = super().clean()
+        membership = self.instance
+        losing_manager = membership.pk and (
+            membership.role == MembershipRole.MANAGER and cleaned.get("role") != MembershipRole.MANAGER
+        )
+        if losing_manager and memberships.is_last_manager(membership):
+            raise forms.ValidationError(memberships.last_manager_message(membership))
+        return cleaned
+
+
 @admin.register(MerchantMembership)
 class MerchantMembershipAdmin(admin.ModelAdmin):
+    """Every add, role change and removal goes through `orders.memberships`, which records a
+    `MembershipEvent` and keeps a merchant from losing its last manager, as in the portal."""
+
+    form = MembershipAdminForm
     list_display = ["user", "merchant", "role", "created_at"]
     list_filter = ["role", "merchant"]
     list_select_related = ["user", "merchant"]
     autocomplete_fields = ["user", "merchant"]
     search_fields = ["user__username", "user__email", "merchant__code"]
+
+    def get_readonly_fields(self, request, obj=None):
+        # Who and where stay as they are; another person or merchant is another membership.
+        return ["user", "merchant", "created_at"] if obj is not None else []
+
+    def save_model(self, request, obj, form, change) -> None:
+        actor = Actor.staff(request.user)
+        if change:
+            memberships.change_role(membership=obj.pk, role=obj.role, actor=actor)
+        else:
+            obj.pk = memberships.add_member(merchant=obj.merchant, user=obj.user, role=obj.role, actor=actor).pk
+
+    def get_deleted_objects(self, objs, request):
+        deleted, counts, perms_needed, protected = super().get_deleted_objects(objs, request)
+        # The admin's own "cannot delete" page names what stands in the way.
+        protected = [*protected, *(memberships.last_manager_message(m) for m in objs if memberships.is_last_manager(m))]
+        return deleted, counts, perms_needed, protected
+
+    def delete_model(self, request, obj) -> None:
+        memberships.remove_member(membership=obj.pk, actor=Actor.staff(request.user))
+
+    def delete_queryset(self, request, queryset) -> None:
+        for membership in queryset:
+            try:
+                memberships.remove_member(membership=membership.pk, actor=Actor.staff(request.user))
+            except DomainError as exc:
+                messages.error(request, exc.message)
 
 
 class AttemptInline(ReadOnlyAdminMixin, admin.TabularInline):

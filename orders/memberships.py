@@ -55,16 +55,25 @@ def _record(membership: MerchantMembership, *, kind: str, actor: Actor, from_rol
     )
 
 
+def is_last_manager(membership: MerchantMembership) -> bool:
+    """Whether `membership` is its merchant's only manager with an active account."""
+    if membership.role != MembershipRole.MANAGER:
+        return False
+    return not MerchantMembership.objects.filter(
+        merchant_id=membership.merchant_id, role=MembershipRole.MANAGER, user__is_active=True
+    ).exclude(pk=membership.pk).exists()
+
+
+def last_manager_message(membership: MerchantMembership) -> str:
+    return _("%(user)s is the last manager of this merchant. Make someone else a manager first.") % {
+        "user": membership.user.get_username()
+    }
+
+
 def _refuse_losing_last_manager(membership: MerchantMembership) -> None:
     """Called with the merchant locked, for a change that takes `membership` out of the managers."""
-    if membership.role != MembershipRole.MANAGER:
-        return
-    others = MerchantMembership.objects.filter(
-        merchant_id=membership.merchant_id, role=MembershipRole.MANAGER, user__is_active=True
-    ).exclude(pk=membership.pk)
-    if not others.exists():
-        raise LastManager(_("%(user)s is the last manager of this merchant. Make someone else a manager first.")
-                          % {"user": membership.user.get_username()})
+    if is_last_manager(membership):
+        raise LastManager(last_manager_message(membership))
 
 
 def add_member(*, merchant: Merchant | int, user, role: str, actor: Actor) -> MerchantMembership:
