@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -24,7 +25,7 @@ from django.conf import settings
 from django.db.models import Model, Q, QuerySet
 from django.utils import timezone
 
-from orders.models import PaymentCheck, ProviderCallback, RetentionRun
+from orders.models import PaymentAttempt, PaymentCheck, ProviderCallback, RetentionRun
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,8 @@ class _Journal:
     # Rows that still hold something to prune.
     holding: Q
     cleared: dict
+    # Called with each batch's ids and the cutoff, for copies of the payload kept elsewhere.
+    also: Callable[[list[int], datetime], None] | None = None
 
 
 CALLBACKS = _Journal(
@@ -72,11 +75,21 @@ CALLBACKS = _Journal(
     holding=Q(body_pruned_at__isnull=True),
     cleared={"body": "", "headers": {}},
 )
+def _clear_attempts_last_response(check_ids: list[int], cutoff: datetime) -> None:
+    """The attempt keeps a copy of its latest provider answer: it goes with its checks, once
+    the attempt has not been checked since the cutoff."""
+    PaymentAttempt.objects.filter(
+        pk__in=PaymentCheck.objects.filter(pk__in=check_ids).values("attempt_id"),
+        last_checked_at__lt=cutoff, last_raw_response__isnull=False,
+    ).update(last_raw_response=None)
+
+
 # error_message is our own sentence about the fault (no provider payload): it stays.
 CHECKS = _Journal(
     PaymentCheck, "checked_at", "response_pruned_at",
     holding=Q(response_pruned_at__isnull=True) & ~Q(response_excerpt=""),
     cleared={"response_excerpt": ""},
+    also=_clear_attempts_last_response,
 )
 
 
@@ -108,6 +121,8 @@ def _prune(journal: _Journal, *, since: datetime | None, cutoff: datetime, now: 
         pruned += journal.model.objects.filter(journal.holding, pk__in=ids).update(
             **journal.cleared, **{journal.stamp_field: now}
         )
+        if journal.also is not None:
+            journal.also(ids, cutoff)
         position = page[-1]
         through = position[0]
 

@@ -80,6 +80,24 @@ def test_payloads_past_their_period_are_emptied_and_the_rows_kept(journals):
     assert OrderEvent.objects.count() == events_before
 
 
+def test_an_attempts_copy_of_the_last_answer_goes_once_it_was_not_checked_since_the_cutoff(journals):
+    attempt = journals["attempt"]
+    type(attempt).objects.filter(pk=attempt.pk).update(
+        last_raw_response={"status": "pending", "payer": "wang.fang@example.com"},
+        last_checked_at=journals["now"] - 40 * DAY,
+    )
+    _order, recent = pending_order()
+    type(recent).objects.filter(pk=recent.pk).update(last_raw_response={"status": "pending"},
+                                                      last_checked_at=journals["now"] - DAY)
+    PaymentCheck.objects.create(attempt=recent, source="scheduled", reported_status="pending",
+                                response_excerpt="{}", checked_at=journals["now"] - 60 * DAY)
+
+    prune_journals(now=journals["now"])
+
+    assert fresh(attempt).last_raw_response is None
+    assert fresh(recent).last_raw_response == {"status": "pending"}  # checked since: its answer is current
+
+
 def test_pruning_twice_changes_nothing_the_second_time(journals):
     prune_journals(now=journals["now"])
     first_stamp = fresh(journals["callbacks"][200]).body_pruned_at
