@@ -370,13 +370,13 @@ def _client_loop(url: str, token: str, client_no: int, warm: int, count: int, wi
         for i in range(warm):
             post(-1 - i)
         barrier.wait()
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         for i in range(count):
             status, elapsed = post(i)
             statuses[status] = statuses.get(status, 0) + 1
             latencies.append(elapsed)
-        finished = time.perf_counter()
-    results.put({"client": client_no, "started": started, "finished": finished, "statuses": statuses,
+        finished, cpu = time.perf_counter(), time.process_time() - cpu_started
+    results.put({"client": client_no, "started": started, "finished": finished, "cpu": cpu, "statuses": statuses,
                  "latencies": latencies, "errors": errors})
 
 
@@ -394,6 +394,12 @@ class IntakeRun:
     workers: int = 0
     threads: int = 0
     load: str = ""
+    client_cpu: float = 0.0  # CPU seconds the client processes used while timed
+
+    @property
+    def client_cores(self) -> float:
+        """How many cores the load generator itself kept busy, on the same machine."""
+        return self.client_cpu / self.seconds if self.seconds else 0.0
 
     @property
     def rate(self) -> float:
@@ -428,6 +434,7 @@ def run_intake_once(server: Server, token: str, *, label: str, with_keys: bool, 
     result = IntakeRun(label=label, with_keys=with_keys, clients=clients, requests=clients * per_client,
                        workers=server.workers, threads=server.threads, load=load)
     result.seconds = max(o["finished"] for o in outcomes) - min(o["started"] for o in outcomes)
+    result.client_cpu = sum(o["cpu"] for o in outcomes)
     for o in outcomes:
         for status, n in o["statuses"].items():
             if status == 201:
@@ -438,7 +445,8 @@ def run_intake_once(server: Server, token: str, *, label: str, with_keys: bool, 
         result.errors += o["errors"]
     failed = sum(result.failures.values())
     log(f"  {label:<28} {result.rate:6.1f} orders/s  p50 {result.p50:5.1f} ms  p95 {result.p95:5.1f} ms  "
-        f"{result.created} created, {failed} failed{' ' + str(result.failures) if failed else ''}  (load {load})")
+        f"{result.created} created, {failed} failed{' ' + str(result.failures) if failed else ''}  "
+        f"(clients used {result.client_cores:.2f} cores; load {load})")
     for error in result.errors[:3]:
         log(f"    {error}")
     return result
@@ -600,8 +608,8 @@ def run(ds: Dataset, *, database_url: str, list_runs: int = 30, clients: int = 8
         f"another with a token, a unique reference and a unique `Idempotency-Key`, {per_client} orders each after "
         "20 warm ones. Orders/s counts `201` answers only; any other answer is a failure. Latency is the client's.",
         "",
-        "| run | orders/s | p50 | p95 | created | failed | target | result | load average at start |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | --- | --- | --- |",
+        "| run | orders/s | p50 | p95 | created | failed | target | result | cores the clients used | load average at start |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | --- | --- | ---: | --- |",
     ]
     for r in intake:
         failed = sum(r.failures.values())
@@ -609,7 +617,7 @@ def run(ds: Dataset, *, database_url: str, list_runs: int = 30, clients: int = 8
         target = f">= {INTAKE_TARGET_PER_S:.0f}/s" if r is main else ""
         result = ("met" if intake_ok else "**missed**") if r is main else ""
         lines.append(f"| {r.label} | {r.rate:.0f} | {r.p50:.1f} ms | {r.p95:.1f} ms | {r.created:,} | {failed_text} | "
-                     f"{target} | {result} | {r.load} |")
+                     f"{target} | {result} | {r.client_cores:.2f} | {r.load} |")
     lines += [
         "",
         "Command: `make bench` or `.venv/bin/python bench/run.py --only api` (`--api-clients`, `--api-orders` "
