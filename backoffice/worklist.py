@@ -39,6 +39,7 @@ from django.utils.translation import gettext_lazy, ngettext
 
 from backoffice.paginator import LargeTablePaginator
 from orders.causes import CAUSE_CATEGORY, Category, Cause
+from orders.labels import choice_labels
 from orders.models import Merchant, Order, PaymentAttempt, RecheckPolicy
 from orders.selectors import orders_visible_to
 from orders.snapshots import AGE_BUCKETS, age_bucket_q
@@ -602,17 +603,8 @@ def csv_header() -> list[str]:
     ]
 
 
-def _labels() -> dict[str, dict[str, str]]:
-    # Model.get_FOO_display() rebuilds and hashes the lazy choices on every call: too slow
-    # for a million rows, so the labels are translated once per export.
-    return {
-        "status": {value: str(label) for value, label in Order._meta.get_field("status").flatchoices},
-        "cause": {value: str(label) for value, label in Cause.choices},
-        "category": {value: str(label) for value, label in Category.choices},
-        "attempt": {value: str(label) for value, label in AttemptStatus.choices},
-        "yes": _("yes"),
-        "no": _("no"),
-    }
+def _labels() -> dict:
+    return {**choice_labels(), "yes": _("yes"), "no": _("no")}
 
 
 def csv_row(order: Order, now, labels: dict) -> list:

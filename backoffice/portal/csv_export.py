@@ -16,9 +16,8 @@ from django.db.models import Prefetch, QuerySet
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from orders.causes import Category, Cause
+from orders.labels import choice_labels
 from orders.models import Order, PaymentAttempt
-from orders.states import OrderStatus
 
 # The columns read from the table (no address, no status token, nothing staff-only).
 EXPORT_FIELDS = (
@@ -73,10 +72,8 @@ class _Echo:
 
 def rows(orders: QuerySet[Order], *, now: datetime | None = None) -> Iterator[list[str]]:
     now = now or timezone.now()
-    # Translated once per export: get_FOO_display() would rebuild the lazy labels on every row.
-    status = {value: str(label) for value, label in OrderStatus.choices}
-    cause = {value: str(label) for value, label in Cause.choices}
-    category = {value: str(label) for value, label in Category.choices}
+    labels = choice_labels()  # get_FOO_display() would rebuild the lazy labels on every row
+    status, cause, category = labels["status"], labels["cause"], labels["category"]
     yes, no = _("yes"), _("no")
     for order in export_queryset(orders).iterator(chunk_size=CHUNK_SIZE):
         attempts = order.export_attempts

@@ -19,6 +19,7 @@ from backoffice.portal.texts import merchant_action
 from orders.actors import Actor
 from orders.causes import Category, Cause
 from orders.evidence import diagnose_now
+from orders.labels import choice_labels
 from orders.models import Order
 from orders.recheck import check_order_now
 from orders.states import ATTEMPT_OPEN, AttemptStatus
@@ -50,6 +51,10 @@ def order_list(request: HttpRequest, merchant_code: str) -> HttpResponse:
         return page(request, "merchant/orders.html", {**context, "invalid": True}, status=400)
     size = page_size_from(request.GET.get("page_size"))
     result = keyset_page(filterset.qs.only(*LIST_FIELDS), cursor=request.GET.get("cursor"), page_size=size)
+    labels = choice_labels()
+    for order in result.rows:
+        order.status_label = labels["status"].get(order.status, order.status)
+        order.cause_label = labels["cause"].get(order.stuck_cause, order.stuck_cause)
     context.update(
         page=result,
         next_query=query_with(request.GET, cursor=result.next_cursor) if result.next_cursor else "",
