@@ -9,6 +9,7 @@ only the class of an error.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from dataclasses import dataclass, field
@@ -27,6 +28,8 @@ from django.views.decorators.http import require_safe
 from backoffice.monitoring import queue
 from backoffice.monitoring.heartbeat import STALE_AFTER, cluster_status
 from orders.models import PaymentCheck
+
+log = logging.getLogger(__name__)
 
 # The provider summary looks this far back; it informs, it never fails readiness.
 PROVIDER_WINDOW = timedelta(minutes=10)
@@ -189,4 +192,10 @@ def healthz(request: HttpRequest) -> JsonResponse:
 @require_safe
 def readyz(request: HttpRequest) -> JsonResponse:
     report = readiness()
-    return JsonResponse(report.as_json(), status=200 if report.ready else 503)
+    response = JsonResponse(report.as_json(), status=200 if report.ready else 503)
+    if not report.ready:
+        # One warning naming the failing checks instead of Django's generic "Service
+        # Unavailable" error line on every probe (a probe may come every few seconds).
+        log.warning("not ready: %s", ", ".join(name for name, check in report.checks.items() if not check["ok"]))
+        response._has_been_logged = True  # django.utils.log.log_response skips it
+    return response

@@ -3,6 +3,8 @@ cluster heartbeat or a late schedule, and shows no secrets."""
 
 from __future__ import annotations
 
+import logging
+
 import json
 from datetime import timedelta
 
@@ -83,6 +85,18 @@ def test_a_stale_cluster_heartbeat_makes_the_process_unready(client, all_good):
     assert data["checks"]["cluster"]["ok"] is False
     assert data["checks"]["cluster"]["age_seconds"] >= 125
     assert data["checks"]["database"]["ok"] is True
+
+
+def test_an_unready_probe_logs_one_warning_naming_the_failing_check_and_no_error(client, all_good, caplog):
+    beat(now=timezone.now() - STALE_AFTER - timedelta(seconds=5))
+
+    with caplog.at_level(logging.INFO):
+        readyz(client)
+
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert errors == []
+    assert warnings == ["not ready: cluster"]
 
 
 def test_a_cluster_that_never_beat_makes_the_process_unready(client, db):
