@@ -7,7 +7,7 @@ an event. Orders are looked up through `orders_visible_to`, like everywhere else
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from django import forms
 from django.contrib import admin, messages
@@ -19,11 +19,11 @@ from django.urls import NoReverseMatch, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.translation import gettext as _
-from django.utils.translation import gettext_lazy
+from django.utils.translation import gettext_lazy, ngettext
 
 from orders.actors import Actor
-from orders.causes import Category, Cause
-from orders.evidence import diagnose_now
+from orders.causes import Cause
+from orders.evidence import diagnose_now, diagnosis_facts
 from orders.exceptions import DomainError
 from orders.models import Order, PaymentApproval
 from orders.policy import PolicyBook, delays_for
@@ -41,7 +41,7 @@ from orders.services import (
 from orders.states import ATTEMPT_OPEN, OrderStatus
 from orders.status_links import status_token
 from orders.timeline import order_timeline
-from support.models import TicketPriority, TicketSource
+from support.models import OTHER_CATEGORY, TicketPriority, TicketSource
 from support.services import TicketAlreadyOpen, open_ticket
 
 # Bulk "check now" is queued in tasks of this many orders, so the request never waits.
@@ -129,11 +129,7 @@ def diagnosis_panel(order: Order) -> dict:
             "checks_done": open_attempt.check_count,
             "checks_planned": len(delays_for(policy, open_attempt.status)),
         }
-    shown = None
-    if verdict is not None:
-        shown = {**asdict(verdict), "cause_label": Cause(verdict.cause).label,
-                 "category_label": Category(verdict.category).label}
-    return {"diagnosis": shown, "schedule": schedule, "attempts": attempts}
+    return {"diagnosis": diagnosis_facts(verdict, attempts), "schedule": schedule, "attempts": attempts}
 
 
 class OrderActionsMixin:
@@ -474,14 +470,17 @@ class OrderActionsMixin:
         for order in queryset.select_related(None).only("pk", "reference", "stuck_cause"):
             try:
                 open_ticket(subject=self._ticket_subject(order), source=TicketSource.STAFF, actor=actor,
-                            order=order.pk, category=order.stuck_cause or "other")
+                            order=order.pk, category=order.stuck_cause or OTHER_CATEGORY)
                 opened += 1
             except TicketAlreadyOpen:
                 existing += 1
             except DomainError as exc:
-                errors.append(exc.message)
-        self.message_user(request, _("%(opened)d tickets opened; %(existing)d orders already had one.")
-                          % {"opened": opened, "existing": existing},
+                errors.append(f"{order.reference}: {exc.message}")
+        summary = ngettext("%(opened)d ticket opened", "%(opened)d tickets opened", opened) % {"opened": opened}
+        if existing:
+            summary += "; " + ngettext("%(existing)d order already had one.", "%(existing)d orders already had one.",
+                                       existing) % {"existing": existing}
+        self.message_user(request, summary,
                           messages.WARNING if errors else messages.SUCCESS)
         for message in errors[:10]:
             self.message_user(request, message, messages.ERROR)

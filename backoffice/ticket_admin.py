@@ -9,7 +9,6 @@ shows the order's diagnosis and timeline with the same context builders as the o
 
 from __future__ import annotations
 
-from datetime import timedelta
 from urllib.parse import urlencode
 
 from django import forms
@@ -36,7 +35,6 @@ from orders.selectors import orders_visible_to
 from orders.timeline import order_timeline
 from support.models import (
     TICKET_CATEGORY_CHOICES,
-    TICKET_OPEN_STATUSES,
     MessageVisibility,
     SavedReply,
     SlaTarget,
@@ -47,21 +45,12 @@ from support.models import (
     TicketSource,
     TicketStatus,
 )
-from support.selectors import tickets_visible_to
+from support.selectors import DUE_SOON, ticket_queue, tickets_visible_to
+from support.selectors import QUEUES as QUEUE_SELECTORS
+from support.services import MAX_MESSAGE_LENGTH
 
-# "Due soon": a first response or resolution due within this long (overdue included).
-DUE_SOON = timedelta(hours=1)
 # The ticket page shows this many of the order's latest timeline entries; the order page has all.
 TIMELINE_LIMIT = 50
-
-
-def due_soon_q(now) -> Q:
-    """Open tickets whose SLA clock runs and whose first response or resolution is due within
-    DUE_SOON (or already overdue)."""
-    limit = now + DUE_SOON
-    return Q(status__in=sorted(TICKET_OPEN_STATUSES), sla_paused_at__isnull=True) & (
-        Q(first_responded_at__isnull=True, first_response_due_at__lte=limit) | Q(resolution_due_at__lte=limit)
-    )
 
 
 def next_due(ticket: Ticket):
@@ -118,16 +107,12 @@ class QueueFilter(admin.SimpleListFilter):
         return QUEUES
 
     def queryset(self, request, queryset):
-        value = self.value()
-        if value == "mine":
-            return queryset.filter(assignee_id=request.user.pk)
-        if value == "unassigned":
-            return queryset.filter(assignee__isnull=True)
-        if value == "due_soon":
-            return queryset.filter(due_soon_q(timezone.now()))
-        if value == "escalated":
-            return queryset.filter(status=TicketStatus.ESCALATED)
-        return queryset
+        # The queues are support's selectors (open tickets only for mine and unassigned); the
+        # bookmarked parameter value "due_soon" names the selectors' "sla_due_soon".
+        name = {"due_soon": "sla_due_soon"}.get(self.value(), self.value())
+        if name not in QUEUE_SELECTORS:
+            return queryset
+        return queryset & ticket_queue(request.user, name).order_by()
 
 
 class TicketChangeList(ChangeList):
@@ -147,7 +132,7 @@ class TicketChangeList(ChangeList):
 
 
 class ReplyForm(forms.Form):
-    body = forms.CharField(label=gettext_lazy("Message"), max_length=10000,
+    body = forms.CharField(label=gettext_lazy("Message"), max_length=MAX_MESSAGE_LENGTH,
                            widget=forms.Textarea(attrs={"rows": 6, "cols": 60}))
     visibility = forms.ChoiceField(
         label=gettext_lazy("Send as"), initial=MessageVisibility.INTERNAL, widget=forms.RadioSelect,
@@ -194,7 +179,7 @@ class OpenTicketForm(forms.Form):
                                  initial=TicketPriority.NORMAL)
     customer_name = forms.CharField(label=gettext_lazy("Customer name"), required=False, max_length=200)
     customer_email = forms.EmailField(label=gettext_lazy("Customer email"), required=False)
-    body = forms.CharField(label=gettext_lazy("First message"), required=False, max_length=10000,
+    body = forms.CharField(label=gettext_lazy("First message"), required=False, max_length=MAX_MESSAGE_LENGTH,
                            widget=forms.Textarea(attrs={"rows": 4, "cols": 60}))
     visibility = ReplyForm.base_fields["visibility"]
 
@@ -408,12 +393,15 @@ class TicketAdmin(admin.ModelAdmin):
             return self._invalid(request, ticket, form)
         from support.services import add_message
 
-        public = form.cleaned_data["visibility"] == MessageVisibility.PUBLIC
+        done = {
+            MessageVisibility.PUBLIC: _("Reply sent; the customer will be emailed."),
+            MessageVisibility.MERCHANT: _("Note to the merchant added."),
+        }.get(form.cleaned_data["visibility"], _("Internal note added."))
         return self._run(
             request, ticket,
             lambda: add_message(ticket=ticket, body=form.cleaned_data["body"],
                                 visibility=form.cleaned_data["visibility"], actor=Actor.staff(request.user)),
-            _("Reply sent; the customer will be emailed.") if public else _("Internal note added."),
+            done,
             anchor="conversation",
         )
 

@@ -88,6 +88,9 @@ class MembershipAdminForm(forms.ModelForm):
     def clean(self):
         cleaned = super().clean()
         membership = self.instance
+        user = cleaned.get("user")
+        if not membership.pk and user is not None and not user.is_active:
+            self.add_error("user", memberships.inactive_account_message())
         losing_manager = membership.pk and (
             membership.role == MembershipRole.MANAGER and cleaned.get("role") != MembershipRole.MANAGER
         )
@@ -121,8 +124,9 @@ class MerchantMembershipAdmin(admin.ModelAdmin):
 
     def get_deleted_objects(self, objs, request):
         deleted, counts, perms_needed, protected = super().get_deleted_objects(objs, request)
-        # The admin's own "cannot delete" page names what stands in the way.
-        protected = [*protected, *(memberships.last_manager_message(m) for m in objs if memberships.is_last_manager(m))]
+        # The admin's own "cannot delete" page names what stands in the way: a merchant whose
+        # every active manager is among the selected memberships would be left without one.
+        protected = [*protected, *memberships.managers_left_without(list(objs))]
         return deleted, counts, perms_needed, protected
 
     def delete_model(self, request, obj) -> None:

@@ -13,6 +13,7 @@ once and hands the result to every `diagnose` call.
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import asdict
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
@@ -20,7 +21,7 @@ from django.db.models import Count, F, OuterRef, Q, Subquery, Window
 from django.db.models.functions import RowNumber
 from django.utils import timezone
 
-from orders.causes import Cause
+from orders.causes import Category, Cause
 from orders.diagnosis import (
     NETWORK_ERROR_KINDS,
     NO_MONEY_STATUSES,
@@ -224,6 +225,20 @@ def diagnose_now(
     if outage_providers is None:
         outage_providers = detect_outage_providers(now=now)
     return evidence, diagnose(evidence, now=now, outage_providers=outage_providers)
+
+
+def diagnosis_facts(diagnosis: Diagnosis | None, attempts: Sequence[PaymentAttempt] = ()) -> dict | None:
+    """A diagnosis as the order pages and the API show it: its fields, the cause's and the
+    category's labels, and when the open attempt is checked next (from `attempts`)."""
+    if diagnosis is None:
+        return None
+    open_attempt = next((a for a in attempts if a.status in ATTEMPT_OPEN), None)
+    return {
+        **asdict(diagnosis),
+        "cause_label": str(Cause(diagnosis.cause).label),
+        "category_label": str(Category(diagnosis.category).label),
+        "next_check_at": open_attempt.next_check_at if open_attempt else None,
+    }
 
 
 def detect_outage_providers(

@@ -70,6 +70,31 @@ def last_manager_message(membership: MerchantMembership) -> str:
     }
 
 
+def inactive_account_message() -> str:
+    return _("Only an active account can become a member.")
+
+
+def managers_left_without(removed: list[MerchantMembership]) -> list[str]:
+    """For removing all of `removed` at once: a message per merchant that would be left without
+    an active manager (empty when every merchant keeps one)."""
+    by_merchant: dict[int, set[int]] = {}
+    for membership in removed:
+        by_merchant.setdefault(membership.merchant_id, set()).add(membership.pk)
+    managers = MerchantMembership.objects.filter(
+        merchant_id__in=by_merchant, role=MembershipRole.MANAGER, user__is_active=True
+    ).select_related("merchant").order_by("merchant__name")
+    remaining: dict[int, int] = {merchant_id: 0 for merchant_id in by_merchant}
+    names: dict[int, str] = {}
+    for manager in managers:
+        names[manager.merchant_id] = manager.merchant.name
+        remaining[manager.merchant_id] += manager.pk not in by_merchant[manager.merchant_id]
+    return [
+        _("%(merchant)s would lose its last manager. Make someone else a manager first.")
+        % {"merchant": names[merchant_id]}
+        for merchant_id, left in remaining.items() if left == 0 and merchant_id in names
+    ]
+
+
 def _refuse_losing_last_manager(membership: MerchantMembership) -> None:
     """Called with the merchant locked, for a change that takes `membership` out of the managers."""
     if is_last_manager(membership):
@@ -81,7 +106,7 @@ def add_member(*, merchant: Merchant | int, user, role: str, actor: Actor) -> Me
     AlreadyMember (change their role instead)."""
     _check_role(role)
     if user is None or not user.is_active:
-        raise ValidationFailed(_("Only an active account can become a member."), field="user")
+        raise ValidationFailed(inactive_account_message(), field="user")
     with transaction.atomic():
         locked = _lock_merchant(merchant)
         if MerchantMembership.objects.filter(merchant=locked, user=user).exists():

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from django.db.models import Q, QuerySet
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from orders.selectors import is_back_office, merchants_visible_to
+from support import sla
 from support.models import MERCHANT_VISIBILITIES, TICKET_OPEN_STATUSES, Ticket, TicketMessage, TicketStatus
 
 # A ticket is "due soon" when one of its due times falls within this window.
@@ -50,7 +51,7 @@ def sla_due_soon_tickets(user, *, now: datetime | None = None, within: timedelta
     """Open tickets with a running clock whose first response or resolution is due within
     `within` (or already overdue), soonest resolution first."""
     horizon = (now or timezone.now()) + within
-    due = Q(first_responded_at__isnull=True, first_response_due_at__lte=horizon) | Q(resolution_due_at__lte=horizon)
+    due = sla.due_by(horizon)
     return open_tickets_visible_to(user).filter(due, sla_paused_at__isnull=True).order_by("resolution_due_at", "pk")
 
 

@@ -85,6 +85,11 @@ class TicketAlreadyOpen(DomainError):
     def __init__(self, message: str, *, ticket: Ticket) -> None:
         super().__init__(message)
         self.ticket = ticket
+        self.existing_id = ticket.pk  # the API answers 409 with it, like a duplicate reference
+
+
+class _NotReopened(Exception):
+    """The resolved ticket was closed by a person while automation meant to reopen it."""
 
 
 def _already_open(ticket: Ticket) -> TicketAlreadyOpen:
@@ -502,6 +507,11 @@ def ticket_for_stuck_order(
         try:
             with transaction.atomic():
                 locked = _lock_ticket(latest)
+                if locked.status != Status.RESOLVED:
+                    # Someone moved it meanwhile: an open ticket is the one; a closed one stays closed.
+                    if locked.is_open:
+                        return locked
+                    raise _NotReopened
                 now = timezone.now()
                 fields = _move_locked(locked, to=Status.OPEN, actor=actor,
                                       reason=_("The order is unreturned again."), now=now)
@@ -512,6 +522,8 @@ def ticket_for_stuck_order(
             return locked
         except TicketAlreadyOpen as exc:
             return exc.ticket
+        except _NotReopened:
+            pass
     cause = loaded.stuck_cause
     money = cause in MONEY_CAUSES
     assignee = loaded.assignee if loaded.assignee_id and loaded.assignee.is_active else _least_busy_agent()
@@ -569,10 +581,9 @@ def resolve_tickets_of_returned_orders(*, actor: Actor, limit: int = 500) -> int
 
 def _escalation_due_q(now: datetime) -> Q:
     never_or_before = lambda field: Q(escalated_at__isnull=True) | Q(escalated_at__lt=F(field))  # noqa: E731
-    first_response = Q(first_responded_at__isnull=True, first_response_due_at__lte=now) & never_or_before(
-        "first_response_due_at")
-    resolution = Q(resolution_due_at__lte=now) & never_or_before("resolution_due_at")
-    return Q(status__in=_OPEN, sla_paused_at__isnull=True) & (first_response | resolution)
+    first_response = sla.first_response_due_by(now) & never_or_before("first_response_due_at")
+    resolution = sla.resolution_due_by(now) & never_or_before("resolution_due_at")
+    return sla.running_open() & (first_response | resolution)
 
 
 def escalate_overdue_tickets(*, now: datetime | None = None, batch_size: int = 500) -> int:

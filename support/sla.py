@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from django.db.models import Q
 
 from orders.models import Merchant
-from support.models import SlaTarget, Ticket, TicketPriority
+from support.models import TICKET_OPEN_STATUSES, SlaTarget, Ticket, TicketPriority
 
 
 @dataclass(frozen=True)
@@ -84,6 +84,26 @@ def retarget(ticket: Ticket, *, old_priority: str, new_priority: str) -> list[st
         ticket.resolution_due_at += new.resolution - old.resolution
         changed.append("resolution_due_at")
     return changed
+
+
+def first_response_due_by(moment: datetime) -> Q:
+    """Tickets whose first response, still owed, is due at or before `moment`."""
+    return Q(first_responded_at__isnull=True, first_response_due_at__lte=moment)
+
+
+def resolution_due_by(moment: datetime) -> Q:
+    return Q(resolution_due_at__lte=moment)
+
+
+def due_by(moment: datetime) -> Q:
+    """Tickets with a first response or a resolution due at or before `moment`: overdue with
+    `moment` = now (escalation, the metrics, the alert), due soon with a later one (queues)."""
+    return first_response_due_by(moment) | resolution_due_by(moment)
+
+
+def running_open() -> Q:
+    """Open tickets whose SLA clock runs (not paused while waiting on the customer)."""
+    return Q(status__in=sorted(TICKET_OPEN_STATUSES), sla_paused_at__isnull=True)
 
 
 def breached_due(ticket: Ticket, *, now: datetime) -> datetime | None:

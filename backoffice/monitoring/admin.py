@@ -13,6 +13,8 @@ from django.db.models import Count, Q
 from django.http import HttpResponseNotAllowed, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.formats import date_format
 from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy, ngettext
@@ -205,7 +207,8 @@ class IncidentAdmin(admin.ModelAdmin):
         if incident.acknowledged_at is None:
             return "–"
         who = incident.acknowledged_by.get_username() if incident.acknowledged_by else _("someone")
-        return _("%(who)s at %(time)s") % {"who": who, "time": incident.acknowledged_at.strftime("%Y-%m-%d %H:%M")}
+        when = date_format(timezone.localtime(incident.acknowledged_at), "SHORT_DATETIME_FORMAT")
+        return _("%(who)s at %(time)s") % {"who": who, "time": when}
 
     def has_add_permission(self, request) -> bool:
         return False

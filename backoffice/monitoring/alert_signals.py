@@ -18,7 +18,8 @@ from django.utils.translation import gettext_lazy as _
 from backoffice.monitoring.heartbeat import cluster_status
 from orders.models import PaymentAttempt, PaymentCheck, ProviderCallback, UnreturnedSnapshot
 from orders.states import AttemptStatus
-from support.models import TICKET_OPEN_STATUSES, Ticket
+from support import sla
+from support.models import Ticket
 
 Series = list[tuple[dict[str, str], float]]
 Compute = Callable[[timedelta, datetime], Series]
@@ -153,6 +154,5 @@ def callback_signature_failures(window: timedelta, now: datetime) -> Series:
     uses_window=False,
 )
 def tickets_breaching_sla(window: timedelta, now: datetime) -> Series:
-    overdue = Q(first_responded_at__isnull=True, first_response_due_at__lte=now) | Q(resolution_due_at__lte=now)
-    count = Ticket.objects.filter(overdue, status__in=sorted(TICKET_OPEN_STATUSES), sla_paused_at__isnull=True).count()
+    count = Ticket.objects.filter(sla.running_open(), sla.due_by(now)).count()
     return [({}, float(count))]

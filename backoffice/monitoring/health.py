@@ -96,7 +96,7 @@ def late_schedules(*, now: datetime) -> list[dict[str, Any]]:
     """Repeating schedules whose next run is more than the grace period in the past."""
     from django_q.models import Schedule
 
-    grace = timedelta(seconds=settings.READYZ_SCHEDULE_GRACE_SECONDS)
+    grace = schedule_grace()
     rows = (
         Schedule.objects.exclude(repeats=0)
         .filter(next_run__lt=now - grace)
@@ -107,6 +107,12 @@ def late_schedules(*, now: datetime) -> list[dict[str, Any]]:
         {"name": name or "", "next_run": next_run.isoformat(), "late_seconds": int((now - next_run).total_seconds())}
         for name, next_run in rows
     ]
+
+
+def schedule_grace() -> timedelta:
+    """How far past its next run a schedule may be before it counts as late (readiness and
+    the system page agree)."""
+    return timedelta(seconds=settings.READYZ_SCHEDULE_GRACE_SECONDS)
 
 
 def check_schedules(*, now: datetime) -> dict[str, Any]:

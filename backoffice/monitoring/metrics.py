@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 
 from django.conf import settings
-from django.db.models import Count, Q
+from django.db.models import Count
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 from django.utils.translation import gettext as _
@@ -38,7 +38,8 @@ from orders import telemetry
 from orders.causes import Category, Cause
 from orders.models import TelemetryCounter, UnreturnedSnapshot
 from orders.snapshots import AGE_BUCKETS
-from support.models import TICKET_OPEN_STATUSES, Notification, NotificationStatus, Ticket
+from support import sla
+from support.models import Notification, NotificationStatus, Ticket
 
 log = logging.getLogger(__name__)
 
@@ -133,9 +134,8 @@ def queue_families(now: datetime) -> Iterator[Metric]:
 
 def ticket_sla_families(now: datetime) -> Iterator[Metric]:
     """Open tickets whose first response or resolution is overdue (clock running), in one query."""
-    first_response = Q(first_responded_at__isnull=True, first_response_due_at__lt=now)
-    resolution = Q(resolution_due_at__lt=now)
-    counts = Ticket.objects.filter(status__in=sorted(TICKET_OPEN_STATUSES), sla_paused_at__isnull=True).aggregate(
+    first_response, resolution = sla.first_response_due_by(now), sla.resolution_due_by(now)
+    counts = Ticket.objects.filter(sla.running_open()).aggregate(
         first_response=Count("pk", filter=first_response),
         resolution=Count("pk", filter=resolution),
         breached=Count("pk", filter=first_response | resolution),

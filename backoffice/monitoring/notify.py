@@ -282,8 +282,12 @@ def send_due_incident_notifications(*, now: datetime | None = None, batch_size: 
             if not claims:
                 break
             connection = mail.get_connection()
-            for claim in claims:
-                sent += send_claimed(claim, now=now, connection=connection, client=client) == "sent"
+            connection.open()  # one SMTP session for the batch, not one per email
+            try:
+                for claim in claims:
+                    sent += send_claimed(claim, now=now, connection=connection, client=client) == "sent"
+            finally:
+                connection.close()
     finally:
         if own_client:
             client.close()

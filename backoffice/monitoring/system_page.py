@@ -22,6 +22,7 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
 from backoffice.monitoring.alerts import EVALUATION_INTERVAL, last_evaluation
+from backoffice.monitoring.health import schedule_grace
 from backoffice.monitoring.heartbeat import STALE_AFTER, cluster_status
 from backoffice.monitoring.models import Incident, IncidentStatus
 from orders.selectors import provider_check_stats
@@ -32,7 +33,6 @@ RECENT_INCIDENTS = 15
 PROVIDER_WINDOW = timedelta(hours=1)
 # A schedule whose next run is this far in the past is not being picked up (the scheduler looks
 # every 30 s or so): the cluster is down or stuck.
-SCHEDULE_LATE_AFTER = timedelta(minutes=2)
 JOURNAL_LABELS = {
     "callbacks": gettext_lazy("Provider callbacks"),
     "checks": gettext_lazy("Payment checks"),
@@ -73,7 +73,7 @@ def schedules(*, now: datetime) -> list[ScheduleRow]:
             func=schedule.func,
             every_minutes=schedule.minutes if schedule.schedule_type == Schedule.MINUTES else None,
             next_run=schedule.next_run,
-            late=bool(schedule.next_run and now - schedule.next_run > SCHEDULE_LATE_AFTER),
+            late=bool(schedule.next_run and now - schedule.next_run > schedule_grace()),
             last_started=task.started if task else None,
             last_stopped=task.stopped if task else None,
             last_success=task.success if task else None,

@@ -44,7 +44,10 @@ def loop_round() -> str:
         connection.close()
 
 
-def run_forever(*, period: float = PERIOD, start_delay: float = 0.0, stop: threading.Event | None = None) -> None:
+def run_forever(*, period: float = PERIOD, start_delay: float = 0.0, stop: threading.Event | None = None,
+                on_round=None) -> None:
+    """Evaluate every `period` until `stop` is set; a failed round is logged and the next one
+    runs. `on_round` receives each round's outcome (the command prints it)."""
     stop = stop or threading.Event()
     if stop.wait(start_delay):
         return
@@ -53,6 +56,8 @@ def run_forever(*, period: float = PERIOD, start_delay: float = 0.0, stop: threa
         try:
             outcome = loop_round()
             log.debug("alert watchdog: %s", outcome)
+            if on_round is not None:
+                on_round(outcome)
         except Exception:  # noqa: BLE001 - a failed round (database restarting) must not end the thread
             log.exception("alert watchdog: evaluation failed")
         if stop.wait(max(1.0, period - (time.monotonic() - started))):

@@ -3,7 +3,6 @@ diagnosis and timeline, and "check now"."""
 
 from __future__ import annotations
 
-from dataclasses import asdict
 
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse, QueryDict, StreamingHttpResponse
@@ -17,8 +16,9 @@ from backoffice.portal.forms import order_filter
 from backoffice.portal.pagination import keyset_page, page_size_from, query_with
 from backoffice.portal.texts import merchant_action
 from orders.actors import Actor
-from orders.causes import Category, Cause
-from orders.evidence import diagnose_now
+from orders.causes import Cause
+from orders.diagnosis import Diagnosis
+from orders.evidence import diagnose_now, diagnosis_facts
 from orders.labels import choice_labels
 from orders.models import Order
 from orders.recheck import check_order_now
@@ -84,26 +84,14 @@ def _order(request: HttpRequest, order_id: int) -> Order:
 
 def _diagnosis(order: Order, attempts: list) -> dict | None:
     _evidence, verdict = diagnose_now(order.pk)
-    open_attempt = next((a for a in attempts if a.status in ATTEMPT_OPEN), None)
     if verdict is None:
         if not order.stuck_since or order.stuck_cause not in Cause.values:
             return None
         # Flagged, but the evidence now says nothing holds the order: the sweep will clear the
         # flag shortly. Until then say what it is flagged for, as the list does.
-        return {
-            "cause": order.stuck_cause, "category": order.stuck_category, "summary": "", "automatic": "",
-            "recommended_action": "", "needs_review": order.needs_review,
-            "cause_label": Cause(order.stuck_cause).label, "category_label": Category(order.stuck_category).label,
-            "merchant_action": merchant_action(order.stuck_cause),
-            "next_check_at": open_attempt.next_check_at if open_attempt else None,
-        }
-    return {
-        **asdict(verdict),
-        "cause_label": Cause(verdict.cause).label,
-        "category_label": Category(verdict.category).label,
-        "merchant_action": merchant_action(verdict.cause),
-        "next_check_at": open_attempt.next_check_at if open_attempt else None,
-    }
+        verdict = Diagnosis(cause=order.stuck_cause, category=order.stuck_category, summary="",
+                            recommended_action="", automatic="", needs_review=order.needs_review)
+    return {**diagnosis_facts(verdict, attempts), "merchant_action": merchant_action(verdict.cause)}
 
 
 @merchant_view()

@@ -23,15 +23,13 @@ from orders.api.merchants import merchant_for_write
 from orders.api.pagination import OrderCursorPagination
 from orders.api.permissions import OrderWritePermission, actor_for, staff_permission
 from orders.api.schema import E400, E404, E409, READ_ERRORS, WRITE_ERRORS
-from orders.causes import Category, Cause
 from orders.diagnosis import OrderEvidence, diagnose
-from orders.evidence import diagnose_now
+from orders.evidence import diagnose_now, diagnosis_facts
 from orders.filters import OrderFilter
 from orders.models import Order, PaymentAttempt
 from orders.recheck import check_order_now
 from orders.selectors import is_back_office, orders_visible_to
 from orders.snapshots import AGE_BUCKETS, unreturned_counts
-from orders.states import ATTEMPT_OPEN
 from orders.timeline import order_timeline
 
 # --- diagnosis -----------------------------------------------------------------------------------
@@ -41,20 +39,7 @@ def order_diagnosis(order: Order) -> dict | None:
     """The diagnosis panel's facts for one order, computed now from its evidence
     (`diagnose_now`, as the staff order page does)."""
     _evidence, verdict = diagnose_now(order.pk)
-    if verdict is None:
-        return None
-    open_attempt = next((a for a in order.attempts.all() if a.status in ATTEMPT_OPEN), None)
-    return {
-        "cause": verdict.cause,
-        "cause_label": str(Cause(verdict.cause).label),
-        "category": verdict.category,
-        "category_label": str(Category(verdict.category).label),
-        "summary": verdict.summary,
-        "recommended_action": verdict.recommended_action,
-        "automatic": verdict.automatic,
-        "needs_review": verdict.needs_review,
-        "next_check_at": open_attempt.next_check_at if open_attempt else None,
-    }
+    return diagnosis_facts(verdict, order.attempts.all())
 
 
 # --- orders --------------------------------------------------------------------------------------
@@ -93,11 +78,15 @@ class OrderViewSet(IdempotentMixin, mixins.ListModelMixin, mixins.RetrieveModelM
     def get_serializer_class(self):
         return s.OrderDetailSerializer if self.action == "retrieve" else s.OrderSerializer
 
-    def _detail(self, order: Order) -> dict:
-        fresh = self.get_queryset().get(pk=order.pk)
+    def _serialize(self, order: Order) -> dict:
+        """An order read through `get_queryset` (attempts prefetched), with its diagnosis."""
         return s.OrderDetailSerializer(
-            fresh, context={**self.get_serializer_context(), "diagnosis": {fresh.pk: order_diagnosis(fresh)}}
+            order, context={**self.get_serializer_context(), "diagnosis": {order.pk: order_diagnosis(order)}}
         ).data
+
+    def _detail(self, order: Order) -> dict:
+        """The order as it is now, after a write changed it."""
+        return self._serialize(self.get_queryset().get(pk=order.pk))
 
     def _created_detail(self, order: Order) -> dict:
         """`_detail` of an order this request has just created, without reading it back.
@@ -125,7 +114,7 @@ class OrderViewSet(IdempotentMixin, mixins.ListModelMixin, mixins.RetrieveModelM
         ).data
 
     def retrieve(self, request: Request, *args, **kwargs) -> Response:
-        return Response(self._detail(self.get_object()))
+        return Response(self._serialize(self.get_object()))
 
     # --- create ---
 

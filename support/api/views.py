@@ -21,7 +21,6 @@ from orders.api.pagination import OrderCursorPagination
 from orders.api.permissions import MerchantWritePermission, actor_for, staff_permission
 from orders.api.throttling import WriteRateThrottle
 from orders.api.schema import E400, READ_ERRORS, WRITE_ERRORS, error_response
-from orders.exceptions import DomainError
 from orders.models import Merchant, Order
 from orders.selectors import can_write_for, is_back_office, orders_visible_to
 from support import services
@@ -35,17 +34,6 @@ E409_OPEN = {409: OpenApiResponse(
     s.TicketConflictErrorSerializer,
     description="The order already has an open ticket: `existing_id` is its id. Write there instead.",
 )}
-
-
-class OpenTicketExists(DomainError):
-    """`TicketAlreadyOpen` as the API answers it: 409 with the open ticket's id (`existing_id`),
-    like a duplicate order reference."""
-
-    code = "ticket_already_open"
-
-    def __init__(self, message: str, *, existing_id: int) -> None:
-        super().__init__(message)
-        self.existing_id = existing_id
 
 
 class TicketCursorPagination(OrderCursorPagination):
@@ -142,14 +130,12 @@ class TicketViewSet(IdempotentMixin, mixins.ListModelMixin, mixins.RetrieveModel
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         merchant, order = self._target(data.get("order"), data.get("merchant"))
-        try:
-            ticket = services.open_ticket(
-                subject=data["subject"], source=Ticket.Source.API, actor=actor_for(user), merchant=merchant,
-                order=order, category=data["category"], priority=data["priority"], body=data["message"],
-                visibility=data.get("visibility") or default_visibility(user),
-            )
-        except services.TicketAlreadyOpen as exc:
-            raise OpenTicketExists(exc.message, existing_id=exc.ticket.pk) from None
+        # An order with an open ticket raises TicketAlreadyOpen: 409 with `existing_id`.
+        ticket = services.open_ticket(
+            subject=data["subject"], source=Ticket.Source.API, actor=actor_for(user), merchant=merchant,
+            order=order, category=data["category"], priority=data["priority"], body=data["message"],
+            visibility=data.get("visibility") or default_visibility(user),
+        )
         location = reverse("support_api:ticket-detail", args=[ticket.pk])
         return Response(self._detail(self.get_queryset().get(pk=ticket.pk)), status=status.HTTP_201_CREATED,
                         headers={"Location": location})

@@ -75,6 +75,17 @@ def test_the_unassigned_queue_lists_tickets_without_assignee(client, agent):
     assert listed(client, "?queue=unassigned") == {nobody.pk}
 
 
+def test_the_mine_and_unassigned_queues_leave_out_closed_tickets(client, agent):
+    open_mine, closed_mine = ticket_for(assignee=agent), ticket_for(assignee=agent)
+    open_nobody, closed_nobody = ticket_for(), ticket_for()
+    for ticket in (closed_mine, closed_nobody):
+        services.change_status(ticket=ticket, to="resolved", actor=SETUP)
+        services.change_status(ticket=ticket, to="closed", actor=SETUP)
+
+    assert listed(client, "?queue=mine") == {open_mine.pk}
+    assert listed(client, "?queue=unassigned") == {open_nobody.pk}
+
+
 def test_the_due_soon_queue_lists_open_running_tickets_due_within_an_hour(client, agent):
     now = timezone.now()
     first_response_soon = ticket_for()

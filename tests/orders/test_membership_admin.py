@@ -78,3 +78,26 @@ def test_a_member_removed_in_the_admin_is_recorded(admin_client):
     assert response.status_code == 302
     assert not MerchantMembership.objects.filter(pk=membership.pk).exists()
     assert MembershipEvent.objects.get(username=membership.user.username).kind == "removed"
+
+
+def test_the_admin_cannot_bulk_delete_every_manager_of_a_merchant(admin_client):
+    merchant = MerchantFactory()
+    managers = [MembershipFactory(merchant=merchant, role=Role.MANAGER) for _ in range(2)]
+
+    response = admin_client.post(reverse("admin:orders_merchantmembership_changelist"), {
+        "action": "delete_selected", "_selected_action": [m.pk for m in managers], "post": "yes",
+    })
+
+    assert "last manager" in response.content.decode()
+    assert MerchantMembership.objects.filter(merchant=merchant).count() == 2
+
+
+def test_adding_an_inactive_account_in_the_admin_is_a_form_error(admin_client):
+    merchant, user = MerchantFactory(), UserFactory(is_active=False)
+
+    response = admin_client.post(reverse("admin:orders_merchantmembership_add"),
+                                 {"user": user.pk, "merchant": merchant.pk, "role": Role.VIEWER})
+
+    assert response.status_code == 200
+    assert "Only an active account can become a member." in response.content.decode()
+    assert not MerchantMembership.objects.filter(user=user).exists()

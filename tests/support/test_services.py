@@ -464,4 +464,4 @@ def test_the_bulk_action_opens_one_ticket_per_order_and_skips_those_with_one(cli
     assert response.status_code == 302
     assert Ticket.objects.filter(order=first).count() == 1
     assert Ticket.objects.filter(order=second).count() == 1
-    assert "1 tickets opened; 1 orders already had one." in messages_of(response)
+    assert "1 ticket opened; 1 order already had one." in messages_of(response)

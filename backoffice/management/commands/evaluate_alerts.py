@@ -3,14 +3,12 @@ so that "task cluster down" is noticed when the cluster is the thing that is dow
 
 from __future__ import annotations
 
-import time
-
 from django.core.management.base import BaseCommand
 from django.utils.translation import gettext as _
 
 from backoffice.monitoring.alerts import run_evaluation
 from backoffice.monitoring.notify import send_due_incident_notifications
-from backoffice.monitoring.watchdog import PERIOD, loop_round
+from backoffice.monitoring.watchdog import PERIOD, run_forever
 
 
 class Command(BaseCommand):
@@ -33,11 +31,12 @@ class Command(BaseCommand):
             else:
                 self.stdout.write(str(result))
             return
+        def show(outcome: str) -> None:
+            self.stdout.write(outcome)
+            self.stdout.flush()
+
         try:
-            while True:
-                started = time.monotonic()
-                self.stdout.write(loop_round())
-                self.stdout.flush()
-                time.sleep(max(1.0, interval - (time.monotonic() - started)))
+            # A failed round (the database restarting) is logged and the loop goes on.
+            run_forever(period=interval, on_round=show)
         except KeyboardInterrupt:
             return
