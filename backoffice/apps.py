@@ -9,6 +9,7 @@ class BackofficeConfig(AppConfig):
     verbose_name = _("Back-office")
 
     def ready(self) -> None:
+        from backoffice import checks  # noqa: F401 - registers the system checks
         from backoffice.monitoring.alerts import install_default_rules_after_migrate
         from backoffice.roles import ensure_staff_groups
         from orders.schedules import register_schedule

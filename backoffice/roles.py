@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from django.utils.translation import gettext_noop
 
+from support.selectors import AGENT_GROUP, LEAD_GROUP
+
 # group name -> permission codenames ("app_label.codename")
 _READ = [
     "orders.view_merchant",
@@ -43,9 +45,9 @@ _AGENT = [*_READ, *_INCIDENTS, "orders.change_order", "orders.check_now", "order
 
 # group name -> permission codenames ("app_label.codename")
 STAFF_GROUPS: dict[str, list[str]] = {
-    gettext_noop("Support agent"): _AGENT,
+    AGENT_GROUP: _AGENT,
     # Leads are the second pair of eyes for mark-paid above a merchant's limit.
-    gettext_noop("Support lead"): [*_AGENT, "orders.approve_mark_paid", *_MANAGE_ALERTS],
+    LEAD_GROUP: [*_AGENT, "orders.approve_mark_paid", *_MANAGE_ALERTS],
     gettext_noop("Payments operations"): [
         *_READ,
         *_INCIDENTS,

@@ -158,7 +158,6 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "orders.api.pagination.OrderCursorPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_THROTTLE_CLASSES": ["orders.api.throttling.WriteRateThrottle"],
-    "DEFAULT_THROTTLE_RATES": {"api_write": API_WRITE_RATE},
     "EXCEPTION_HANDLER": "orders.api.errors.exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
 }

@@ -18,7 +18,6 @@ bench/admin_bench.py, figures in docs/performance.md):
 
 from __future__ import annotations
 
-import csv
 import time
 from collections.abc import Iterator
 from urllib.parse import urlencode
@@ -37,11 +36,13 @@ from django.utils.html import format_html
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy, ngettext
 
+from backoffice.csv_stream import stream_csv
 from backoffice.paginator import LargeTablePaginator
 from orders.causes import CAUSE_CATEGORY, Category, Cause
 from orders.labels import choice_labels
 from orders.models import Merchant, Order, PaymentAttempt, RecheckPolicy
 from orders.selectors import orders_visible_to
+from orders.filters import AGE_CHOICES
 from orders.snapshots import AGE_BUCKETS, age_bucket_q
 from orders.states import AttemptStatus
 
@@ -138,13 +139,7 @@ class AgeFilter(admin.SimpleListFilter):
     parameter_name = "age"
 
     def lookups(self, request, model_admin):
-        return [
-            ("lt15m", gettext_lazy("less than 15 minutes")),
-            ("15m-1h", gettext_lazy("15 minutes to 1 hour")),
-            ("1h-6h", gettext_lazy("1 to 6 hours")),
-            ("6h-24h", gettext_lazy("6 to 24 hours")),
-            ("gt24h", gettext_lazy("more than 24 hours")),
-        ]
+        return AGE_CHOICES
 
     def queryset(self, request, queryset):
         if self.value() in AGE_BUCKETS:
@@ -589,11 +584,6 @@ EXPORT_ORDER_FIELDS = (
 )
 
 
-class _Echo:
-    def write(self, value: str) -> str:
-        return value
-
-
 def csv_header() -> list[str]:
     return [
         _("reference"), _("merchant"), _("status"), _("amount"), _("currency"), _("submitted"),
@@ -638,29 +628,6 @@ def csv_row(order: Order, now, labels: dict) -> list:
     ]
 
 
-def _cell(value) -> str:
-    # A cell a spreadsheet would run as a formula gets a leading apostrophe (CSV injection);
-    # phone numbers such as "+86 138 ..." are left alone.
-    text = "" if value is None else str(value)
-    if text and text[0] in "=+-@\t\r" and not _looks_like_phone(text):
-        return "'" + text
-    return text
-
-
-def _looks_like_phone(text: str) -> bool:
-    return all(ch.isdigit() or ch in "+-() ." for ch in text) and any(ch.isdigit() for ch in text)
-
-
 def csv_lines(queryset: QuerySet, *, chunk_size: int = 2000) -> Iterator[str]:
-    writer = csv.writer(_Echo())
-    # A byte order mark, so spreadsheet programs read the UTF-8 (Chinese names) correctly.
-    yield "\ufeff" + writer.writerow(csv_header())
     now, labels = timezone.now(), _labels()
-    lines: list[str] = []
-    for order in queryset.iterator(chunk_size=chunk_size):
-        lines.append(writer.writerow([_cell(v) for v in csv_row(order, now, labels)]))
-        if len(lines) >= 200:  # a few tens of kilobytes per write, not one write per row
-            yield "".join(lines)
-            lines = []
-    if lines:
-        yield "".join(lines)
+    return stream_csv(csv_header(), (csv_row(order, now, labels) for order in queryset.iterator(chunk_size=chunk_size)))

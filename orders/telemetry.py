@@ -107,12 +107,6 @@ def add(name: str, labels: Mapping[str, str], by: int = 1) -> None:
     add_many([Increment(name, labels, by)])
 
 
-def observe_histogram(
-    name: str, labels: Mapping[str, str], values: Iterable[float], buckets: Sequence[float] = LATENCY_BUCKETS
-) -> None:
-    add_many(histogram_increments(name, labels, values, buckets))
-
-
 def add_many(increments: Iterable[Increment | tuple]) -> None:
     """Add all `increments` ((name, labels, by) tuples or `Increment`s) in one statement once the
     current transaction commits (at once outside a transaction)."""

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+from django.contrib.auth import get_user_model
 from django.db.models import QuerySet
 from django.utils import timezone
+from django.utils.translation import gettext_noop
 
 from orders.selectors import is_back_office, merchants_visible_to
 from support import sla
@@ -16,6 +18,19 @@ from support.models import MERCHANT_VISIBILITIES, TICKET_OPEN_STATUSES, Ticket, 
 # A ticket is "due soon" when one of its due times falls within this window.
 DUE_SOON = timedelta(hours=1)
 _OPEN = sorted(TICKET_OPEN_STATUSES)
+
+
+# The support staff groups (`backoffice.roles` grants their permissions under these names).
+AGENT_GROUP = gettext_noop("Support agent")
+LEAD_GROUP = gettext_noop("Support lead")
+
+
+def lead_emails() -> list[str]:
+    """The email addresses of the active support leads (escalations, alerts)."""
+    return list(
+        get_user_model().objects.filter(groups__name=LEAD_GROUP, is_active=True).exclude(email="")
+        .order_by("email").values_list("email", flat=True).distinct()
+    )
 
 
 def tickets_visible_to(user) -> QuerySet[Ticket]:

@@ -31,6 +31,7 @@ from orders.exceptions import DomainError, IllegalTransition, ValidationFailed
 from orders.models import Merchant, Order
 from orders.states import OrderStatus
 from support import sla
+from support.selectors import AGENT_GROUP, lead_emails
 from support.models import (
     OTHER_CATEGORY,
     PRIORITY_ORDER,
@@ -51,10 +52,6 @@ log = logging.getLogger(__name__)
 
 Status = TicketStatus
 EventKind = TicketEventKind
-
-# Group names as in `backoffice.roles` (support must not import backoffice).
-AGENT_GROUP = "Support agent"
-LEAD_GROUP = "Support lead"
 
 MAX_MESSAGE_LENGTH = 20000
 MAX_REPORT_LENGTH = 4000
@@ -627,10 +624,7 @@ def _notify_escalation(ticket_id: int) -> None:
     if ticket.assignee_id and ticket.assignee.is_active and ticket.assignee.email:
         recipients = [ticket.assignee.email]
     else:
-        recipients = list(
-            get_user_model().objects.filter(groups__name=LEAD_GROUP, is_active=True).exclude(email="")
-            .values_list("email", flat=True).distinct()
-        )
+        recipients = lead_emails()
     if not recipients:
         log.warning("ticket %s escalated, but nobody can be told (no assignee, no active lead)", ticket_id)
         return

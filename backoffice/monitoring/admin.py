@@ -3,8 +3,6 @@ delivery log (read-only, "retry now"). Registered from `backoffice/admin.py`."""
 
 from __future__ import annotations
 
-import json
-
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -273,7 +271,6 @@ class IncidentAdmin(admin.ModelAdmin):
                                     and self.has_acknowledge_permission(request)),
             "can_retry": bool(incident and self.has_retry_permission(request) and incident.notifications.filter(
                 status__in=[DeliveryStatus.FAILED, DeliveryStatus.PENDING]).exists()),
-            "labels_json": json.dumps(incident.labels, ensure_ascii=False) if incident else "",
         }
         return super().change_view(request, object_id, form_url, extra_context={**extra, **(extra_context or {})})
 

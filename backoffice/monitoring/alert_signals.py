@@ -57,10 +57,6 @@ def alert_signal(*, name: str, label, description, unit, label_names: tuple[str,
     return register
 
 
-def get_signal(name: str) -> AlertSignal | None:
-    return SIGNALS.get(name)
-
-
 @alert_signal(
     name="provider_stuck_attempts",
     label=_("Stuck payment attempts per provider"),

@@ -115,9 +115,6 @@ class AlertRule(models.Model):
     def webhook_list(self) -> list[str]:
         return split_list(self.webhook_urls)
 
-    def condition_text(self) -> str:
-        return f"{self.signal} {self.get_comparison_display()} {self.threshold:g}"
-
 
 def split_list(text: str) -> list[str]:
     """Entries of a channel field (commas or line breaks), in order, without repeats."""

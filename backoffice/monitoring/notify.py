@@ -29,7 +29,6 @@ from typing import Any
 
 import httpx
 from django.conf import settings
-from django.contrib.auth import get_user_model
 from django.core import mail
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone, translation
@@ -47,23 +46,16 @@ from backoffice.monitoring.models import (
 from orders.providers import signing
 # The customer outbox's retry policy and claim shape, shared rather than copied.
 from support.notifications import SEND_LEASE, Claim, claim_due_rows, retry_delay, still_ours
+from support.selectors import lead_emails
 
 log = logging.getLogger(__name__)
 
 Status = DeliveryStatus
-LEAD_GROUP = "Support lead"  # as in backoffice.roles
 WEBHOOK_TIMEOUT = httpx.Timeout(5.0, connect=3.0)
 USER_AGENT = "OrderRecoveryDesk-Alerts/1"
 
 
 # --- queueing -------------------------------------------------------------------------------
-
-
-def lead_emails() -> list[str]:
-    return list(
-        get_user_model().objects.filter(groups__name=LEAD_GROUP, is_active=True).exclude(email="")
-        .order_by("email").values_list("email", flat=True).distinct()
-    )
 
 
 def targets_for(rule) -> list[tuple[str, str]]:

@@ -30,7 +30,7 @@ from django.views.decorators.http import require_http_methods, require_POST, req
 from orders.models import MembershipRole, Merchant, MerchantMembership, Order
 from orders.selectors import WRITE_ROLES, memberships_of, orders_visible_to
 from support.models import Ticket
-from support.selectors import tickets_visible_to
+from support.selectors import open_tickets_visible_to, tickets_visible_to
 
 VIEWER, OPERATOR, MANAGER = MembershipRole.VIEWER, MembershipRole.OPERATOR, MembershipRole.MANAGER
 ROLE_RANK: dict[str, int] = {VIEWER: 0, OPERATOR: 1, MANAGER: 2}
@@ -134,6 +134,10 @@ def merchant_orders(request: HttpRequest) -> QuerySet[Order]:
 
 def merchant_tickets(request: HttpRequest) -> QuerySet[Ticket]:
     return tickets_visible_to(request.user).filter(merchant=request.portal.merchant)
+
+
+def merchant_open_tickets(request: HttpRequest) -> QuerySet[Ticket]:
+    return open_tickets_visible_to(request.user).filter(merchant=request.portal.merchant)
 
 
 def merchant_memberships(request: HttpRequest) -> QuerySet[MerchantMembership]:

@@ -8,7 +8,6 @@ merchant with hundreds of thousands of orders. A cell a spreadsheet would run as
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Iterator
 from datetime import datetime
 
@@ -16,6 +15,7 @@ from django.db.models import Prefetch, QuerySet
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
+from backoffice.csv_stream import stream_csv
 from orders.labels import choice_labels
 from orders.models import Order, PaymentAttempt
 
@@ -26,8 +26,6 @@ EXPORT_FIELDS = (
     "customer_phone", "receipt_number", "dispatch_number",
 )
 CHUNK_SIZE = 2000
-ROWS_PER_WRITE = 200
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 def header() -> list[str]:
@@ -37,22 +35,6 @@ def header() -> list[str]:
         _("needs review"), _("payment provider"), _("payment attempts"), _("customer name"), _("customer email"),
         _("customer phone"), _("receipt number"), _("dispatch note number"),
     ]
-
-
-def spreadsheet_safe(value) -> str:
-    """The cell's text, with a leading apostrophe when a spreadsheet would take it for a formula.
-
-    A phone number such as "+86 138 0013 8000" is left alone: digits, spaces and + - ( ) . make
-    no function call, so a spreadsheet can at worst show it as a number.
-    """
-    text = "" if value is None else str(value)
-    if text.startswith(_FORMULA_START) and not _is_phone_like(text):
-        return "'" + text
-    return text
-
-
-def _is_phone_like(text: str) -> bool:
-    return any(ch.isdigit() for ch in text) and all(ch.isdigit() or ch in "+-() ." for ch in text)
 
 
 def export_queryset(orders: QuerySet[Order]) -> QuerySet[Order]:
@@ -65,11 +47,6 @@ def _when(value: datetime | None) -> str:
     return timezone.localtime(value).isoformat(timespec="seconds") if value else ""
 
 
-class _Echo:
-    def write(self, value: str) -> str:
-        return value
-
-
 def rows(orders: QuerySet[Order], *, now: datetime | None = None) -> Iterator[list[str]]:
     now = now or timezone.now()
     labels = choice_labels()  # get_FOO_display() would rebuild the lazy labels on every row
@@ -78,24 +55,15 @@ def rows(orders: QuerySet[Order], *, now: datetime | None = None) -> Iterator[li
     for order in export_queryset(orders).iterator(chunk_size=CHUNK_SIZE):
         attempts = order.export_attempts
         minutes = int((now - order.stuck_since).total_seconds() // 60) if order.stuck_since else ""
-        yield [spreadsheet_safe(value) for value in (
+        yield (
             order.reference, status.get(order.status, order.status), order.amount, order.currency,
             order.captured_amount, _when(order.submitted_at), _when(order.status_changed_at),
             _when(order.stuck_since), minutes, cause.get(order.stuck_cause, order.stuck_cause),
             category.get(order.stuck_category, order.stuck_category), yes if order.needs_review else no,
             attempts[0].provider if attempts else "", len(attempts), order.customer_name, order.customer_email,
             order.customer_phone, order.receipt_number, order.dispatch_number,
-        )]
+        )
 
 
 def csv_lines(orders: QuerySet[Order]) -> Iterator[str]:
-    writer = csv.writer(_Echo())
-    yield "\ufeff" + writer.writerow([spreadsheet_safe(title) for title in header()])
-    batch: list[str] = []
-    for row in rows(orders):
-        batch.append(writer.writerow(row))
-        if len(batch) >= ROWS_PER_WRITE:
-            yield "".join(batch)
-            batch = []
-    if batch:
-        yield "".join(batch)
+    return stream_csv(header(), rows(orders))

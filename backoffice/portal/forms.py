@@ -11,7 +11,7 @@ from django.utils.translation import pgettext_lazy
 from orders.causes import Category, Cause
 from orders.filters import AGE_CHOICES, OrderFilter
 from orders.models import MembershipRole, Order
-from support.models import TICKET_CATEGORY_CHOICES, MessageVisibility, TicketPriority
+from support.models import OTHER_CATEGORY, TICKET_CATEGORY_CHOICES, MessageVisibility, TicketPriority
 from support.services import MAX_MESSAGE_LENGTH
 
 # What a merchant user may write: to the customer, or to our support team. Never internal notes.
@@ -78,7 +78,7 @@ class OpenTicketForm(forms.Form):
         help_text=_("Your order number, if the ticket is about one order."),
     )
     subject = forms.CharField(label=_("Subject"), max_length=200)
-    category = forms.ChoiceField(label=_("Category"), choices=TICKET_CATEGORY_CHOICES, initial="other")
+    category = forms.ChoiceField(label=_("Category"), choices=TICKET_CATEGORY_CHOICES, initial=OTHER_CATEGORY)
     priority = forms.ChoiceField(label=_("Priority"), choices=TicketPriority.choices, initial=TicketPriority.NORMAL)
     body = forms.CharField(label=_("Message"), max_length=MAX_MESSAGE_LENGTH, widget=forms.Textarea(attrs={"rows": 6}))
     visibility = forms.ChoiceField(

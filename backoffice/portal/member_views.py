@@ -11,7 +11,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.utils.translation import gettext as _
 
-from backoffice.portal.access import MANAGER, merchant_memberships, merchant_view, page
+from backoffice.portal.access import MANAGER, ROLE_RANK, merchant_memberships, merchant_view, page
 from backoffice.portal.forms import AddMemberForm, RoleForm
 from orders.actors import Actor
 from orders.exceptions import DomainError
@@ -19,21 +19,20 @@ from orders.memberships import add_member, change_role, remove_member
 from orders.models import MembershipEvent, MembershipRole, MerchantMembership
 
 RECENT_CHANGES = 20
-_ROLE_ORDER = {MembershipRole.MANAGER: 0, MembershipRole.OPERATOR: 1, MembershipRole.VIEWER: 2}
 
 
 def _members_page(request: HttpRequest, *, add_form: AddMemberForm | None = None,
                   row_error: tuple[int, str] | None = None, status: int = 200) -> HttpResponse:
     members = sorted(
         merchant_memberships(request).select_related("user"),
-        key=lambda m: (_ROLE_ORDER.get(m.role, 9), m.user.get_username().casefold()),
+        key=lambda m: (-ROLE_RANK.get(m.role, -1), m.user.get_username().casefold()),
     )
     events = (MembershipEvent.objects.filter(merchant=request.portal.merchant)
               .order_by("-created_at", "-id")[:RECENT_CHANGES])
     return page(request, "merchant/members.html", {
         "section": "members", "members": members, "events": events,
         "add_form": add_form or AddMemberForm(), "roles": MembershipRole.choices,
-        "row_error": row_error, "managers": sum(1 for m in members if m.role == MembershipRole.MANAGER),
+        "row_error": row_error,
     }, status=status)
 
 

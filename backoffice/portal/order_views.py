@@ -22,7 +22,7 @@ from orders.evidence import diagnose_now, diagnosis_facts
 from orders.labels import choice_labels
 from orders.models import Order
 from orders.recheck import check_order_now
-from orders.states import ATTEMPT_OPEN, AttemptStatus
+from orders.states import ATTEMPT_OPEN
 from orders.timeline import order_timeline
 from support.models import TICKET_OPEN_STATUSES
 
@@ -116,7 +116,7 @@ def order_detail(request: HttpRequest, merchant_code: str, order_id: int) -> Htt
 def order_check_now(request: HttpRequest, merchant_code: str, order_id: int) -> HttpResponse:
     order = _order(request, order_id)
     report = check_order_now(order.pk, actor=Actor.merchant(request.user))
-    labels = dict(AttemptStatus.choices)
+    labels = choice_labels()["attempt"]
     if not report.items:
         messages.info(request, _("No payment of this order is waiting for an answer: there is nothing to check."))
     for item in report.items:

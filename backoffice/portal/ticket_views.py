@@ -13,13 +13,20 @@ from django.shortcuts import get_object_or_404, redirect
 from django.urls import reverse
 from django.utils.translation import gettext as _
 
-from backoffice.portal.access import OPERATOR, merchant_orders, merchant_tickets, merchant_view, page
+from backoffice.portal.access import (
+    OPERATOR,
+    merchant_open_tickets,
+    merchant_orders,
+    merchant_tickets,
+    merchant_view,
+    page,
+)
 from backoffice.portal.forms import OpenTicketForm, ReplyForm, TicketStatusFilter
 from orders.actors import Actor
 from orders.causes import Cause
 from orders.exceptions import DomainError
 from orders.models import Order
-from support.models import MERCHANT_VISIBILITIES, TICKET_OPEN_STATUSES, MessageVisibility, Ticket, TicketSource
+from support.models import MERCHANT_VISIBILITIES, OTHER_CATEGORY, MessageVisibility, Ticket, TicketSource
 from support.selectors import ticket_messages_visible_to
 from support.services import TicketAlreadyOpen, add_message, open_ticket
 
@@ -30,9 +37,8 @@ TICKETS_PER_PAGE = 25
 def ticket_list(request: HttpRequest, merchant_code: str) -> HttpResponse:
     form = TicketStatusFilter(request.GET)
     show = form.cleaned_data["status"] if form.is_valid() and form.cleaned_data["status"] else "open"
-    tickets = merchant_tickets(request).select_related("order").order_by("-created_at", "-id")
-    if show == "open":
-        tickets = tickets.filter(status__in=sorted(TICKET_OPEN_STATUSES))
+    tickets = (merchant_open_tickets(request) if show == "open" else merchant_tickets(request))
+    tickets = tickets.select_related("order").order_by("-created_at", "-id")
     paginator = Paginator(tickets, TICKETS_PER_PAGE)
     tickets_page = paginator.get_page(request.GET.get("page"))
     return page(request, "merchant/tickets.html", {
@@ -52,7 +58,7 @@ def _order_from_query(request: HttpRequest) -> Order | None:
 def _open_ticket_of(request: HttpRequest, order: Order | None) -> Ticket | None:
     if order is None:
         return None
-    return merchant_tickets(request).filter(order=order, status__in=sorted(TICKET_OPEN_STATUSES)).first()
+    return merchant_open_tickets(request).filter(order=order).first()
 
 
 def _subject_for(order: Order) -> str:
@@ -69,7 +75,7 @@ def ticket_new(request: HttpRequest, merchant_code: str) -> HttpResponse:
         initial = {}
         if order is not None:
             initial = {"order_reference": order.reference, "subject": _subject_for(order),
-                       "category": order.stuck_cause or "other"}
+                       "category": order.stuck_cause or OTHER_CATEGORY}
         form = OpenTicketForm(initial=initial, orders=merchant_orders(request))
         return page(request, "merchant/ticket_new.html", {
             "section": "tickets", "form": form, "order": order, "already_open": _open_ticket_of(request, order),
@@ -87,7 +93,7 @@ def ticket_new(request: HttpRequest, merchant_code: str) -> HttpResponse:
         )
     except TicketAlreadyOpen as exc:
         # The order is this merchant's, so its open ticket is too.
-        context.update(order=form.order, already_open=_open_ticket_of(request, form.order) or exc.ticket)
+        context.update(order=form.order, already_open=exc.ticket)
         return page(request, "merchant/ticket_new.html", context, status=409)
     except DomainError as exc:
         form.add_error(None, exc.message)

@@ -9,13 +9,12 @@ from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_safe
 
-from backoffice.portal.access import merchant_orders, merchant_tickets, merchant_view, page
+from backoffice.portal.access import merchant_open_tickets, merchant_orders, merchant_view, page
 from backoffice.portal.texts import merchant_action
 from orders.causes import CAUSE_CATEGORY, Category, Cause
 from orders.filters import AGE_CHOICES
 from orders.selectors import is_back_office, memberships_of
 from orders.snapshots import unreturned_counts
-from support.models import TICKET_OPEN_STATUSES
 
 OLDEST_SHOWN = 5
 
@@ -63,7 +62,7 @@ def home(request: HttpRequest, merchant_code: str) -> HttpResponse:
         orders.filter(stuck_since__isnull=False).order_by("stuck_since", "id")
         .only("id", "reference", "stuck_since", "stuck_cause", "needs_review", "amount", "currency")[:OLDEST_SHOWN]
     )
-    open_tickets = merchant_tickets(request).filter(status__in=sorted(TICKET_OPEN_STATUSES)).count()
+    open_tickets = merchant_open_tickets(request).count()
     return page(request, "merchant/home.html", {
         "section": "home", "counts": counts, "categories": categories, "ages": ages, "oldest": oldest,
         "open_tickets": open_tickets, "now": timezone.now(),

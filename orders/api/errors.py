@@ -18,7 +18,7 @@ from django.views.decorators.csrf import csrf_exempt
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 
-from orders.exceptions import Conflict, DomainError, IllegalTransition, ValidationFailed
+from orders.exceptions import Conflict, DomainError, IllegalTransition
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +80,6 @@ def _domain_status(exc: DomainError) -> int:
     # 409: the request is fine but the order's state (or an existing row) refuses it.
     if isinstance(exc, (IllegalTransition, Conflict)) or hasattr(exc, "existing_id"):
         return status.HTTP_409_CONFLICT
-    if isinstance(exc, ValidationFailed):
-        return status.HTTP_400_BAD_REQUEST
     return status.HTTP_400_BAD_REQUEST
 
 

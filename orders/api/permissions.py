@@ -39,9 +39,6 @@ class MerchantWritePermission(BasePermission):
         return can_write_for(request.user, obj.merchant_id)
 
 
-OrderWritePermission = MerchantWritePermission
-
-
 class StaffPermission(BasePermission):
     """Staff must hold the permission for the action (`codename`, or `app_label.codename`; a bare
     codename is an `orders` one); merchant users pass to the object check (operator/manager)

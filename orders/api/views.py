@@ -21,7 +21,7 @@ from orders.api import serializers as s
 from orders.api.idempotency import IdempotentMixin
 from orders.api.merchants import merchant_for_write
 from orders.api.pagination import OrderCursorPagination
-from orders.api.permissions import OrderWritePermission, actor_for, staff_permission
+from orders.api.permissions import MerchantWritePermission, actor_for, staff_permission
 from orders.api.schema import E400, E404, E409, READ_ERRORS, WRITE_ERRORS
 from orders.diagnosis import OrderEvidence, diagnose
 from orders.evidence import diagnose_now, diagnosis_facts
@@ -56,7 +56,7 @@ def order_diagnosis(order: Order) -> dict | None:
     ),
 )
 class OrderViewSet(IdempotentMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
-    permission_classes = [IsAuthenticated, OrderWritePermission]
+    permission_classes = [IsAuthenticated, MerchantWritePermission]
     filterset_class = OrderFilter
     pagination_class = OrderCursorPagination
     serializer_class = s.OrderSerializer
@@ -185,7 +185,7 @@ class OrderViewSet(IdempotentMixin, mixins.ListModelMixin, mixins.RetrieveModelM
     )
     @action(
         detail=True, methods=["post"], url_path="check-now",
-        permission_classes=[IsAuthenticated, OrderWritePermission, staff_permission("check_now")],
+        permission_classes=[IsAuthenticated, MerchantWritePermission, staff_permission("check_now")],
     )
     def check_now(self, request: Request, order_id=None) -> Response:
         order = self.get_object()
@@ -204,7 +204,7 @@ class OrderViewSet(IdempotentMixin, mixins.ListModelMixin, mixins.RetrieveModelM
     )
     @action(
         detail=True, methods=["post"],
-        permission_classes=[IsAuthenticated, OrderWritePermission, staff_permission("cancel_order")],
+        permission_classes=[IsAuthenticated, MerchantWritePermission, staff_permission("cancel_order")],
     )
     def cancel(self, request: Request, order_id=None) -> Response:
         order = self.get_object()

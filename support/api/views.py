@@ -19,7 +19,6 @@ from orders.api.idempotency import IdempotentMixin
 from orders.api.merchants import merchant_for_write
 from orders.api.pagination import OrderCursorPagination
 from orders.api.permissions import MerchantWritePermission, actor_for, staff_permission
-from orders.api.throttling import WriteRateThrottle
 from orders.api.schema import E400, READ_ERRORS, WRITE_ERRORS, error_response
 from orders.models import Merchant, Order
 from orders.selectors import can_write_for, is_back_office, orders_visible_to
@@ -68,7 +67,6 @@ class TicketViewSet(IdempotentMixin, mixins.ListModelMixin, mixins.RetrieveModel
     permission_classes = [
         IsAuthenticated, MerchantWritePermission, staff_permission("support.add_ticket", writes_only=True),
     ]
-    throttle_classes = [WriteRateThrottle]
     filterset_class = TicketFilter
     pagination_class = TicketCursorPagination
     serializer_class = s.TicketSerializer

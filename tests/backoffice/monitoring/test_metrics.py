@@ -183,7 +183,8 @@ def test_counters_increase_after_a_check_and_a_callback(client, settings, token,
 
 def test_histogram_buckets_are_cumulative(client, token, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=True):
-        telemetry.observe_histogram(telemetry.CHECK_LATENCY, {"provider": "sandbox"}, [0.01, 0.07, 0.07, 0.3, 3, 30])
+        telemetry.add_many(telemetry.histogram_increments(
+            telemetry.CHECK_LATENCY, {"provider": "sandbox"}, [0.01, 0.07, 0.07, 0.3, 3, 30]))
 
     family = families(client)["recovery_provider_check_latency_seconds"]
 

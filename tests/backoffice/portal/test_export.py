@@ -9,7 +9,7 @@ from decimal import Decimal
 import pytest
 from django.http import StreamingHttpResponse
 
-from backoffice.portal.csv_export import spreadsheet_safe
+from backoffice.csv_stream import spreadsheet_safe
 from orders import services
 from orders.causes import Cause
 from tests.backoffice.portal.conftest import portal_url
