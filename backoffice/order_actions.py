@@ -22,7 +22,6 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy, ngettext
 
 from orders.actors import Actor
-from orders.causes import Cause
 from orders.evidence import diagnose_now, diagnosis_facts
 from orders.exceptions import DomainError
 from orders.models import Order, PaymentApproval
@@ -42,7 +41,7 @@ from orders.states import ATTEMPT_OPEN, OrderStatus
 from orders.status_links import status_token
 from orders.timeline import order_timeline
 from support.models import OTHER_CATEGORY, TicketPriority, TicketSource
-from support.services import TicketAlreadyOpen, open_ticket
+from support.services import TicketAlreadyOpen, open_ticket, ticket_subject
 
 # Bulk "check now" is queued in tasks of this many orders, so the request never waits.
 BULK_CHECK_CHUNK = 100
@@ -328,13 +327,6 @@ class OrderActionsMixin:
                          _("Note added."))
 
     @staticmethod
-    def _ticket_subject(order: Order) -> str:
-        if order.stuck_cause:
-            return _("Order %(reference)s unreturned: %(cause)s") % {
-                "reference": order.reference, "cause": Cause(order.stuck_cause).label}
-        return _("Order %(reference)s") % {"reference": order.reference}
-
-    @staticmethod
     def _ticket_link(ticket) -> str:
         try:
             url = reverse("admin:support_ticket_change", args=[ticket.pk])
@@ -348,7 +340,7 @@ class OrderActionsMixin:
         title = _("Open a ticket for order %(reference)s") % {"reference": order.reference}
         intro = _("The ticket is linked to this order and its customer; the note stays internal.")
         if request.method != "POST":
-            initial = {"subject": self._ticket_subject(order),
+            initial = {"subject": ticket_subject(order),
                        "priority": TicketPriority.HIGH if order.needs_review else TicketPriority.NORMAL}
             return self._form_page(request, order, title=title, form=OpenTicketForm(initial=initial),
                                    action="open_ticket", intro=intro)
@@ -469,7 +461,7 @@ class OrderActionsMixin:
         errors = []
         for order in queryset.select_related(None).only("pk", "reference", "stuck_cause"):
             try:
-                open_ticket(subject=self._ticket_subject(order), source=TicketSource.STAFF, actor=actor,
+                open_ticket(subject=ticket_subject(order), source=TicketSource.STAFF, actor=actor,
                             order=order.pk, category=order.stuck_cause or OTHER_CATEGORY)
                 opened += 1
             except TicketAlreadyOpen:

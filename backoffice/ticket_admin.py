@@ -39,8 +39,6 @@ from support.models import (
     SavedReply,
     SlaTarget,
     Ticket,
-    TicketEvent,
-    TicketEventKind,
     TicketPriority,
     TicketSource,
     TicketStatus,
@@ -468,14 +466,6 @@ class TicketAdmin(admin.ModelAdmin):
         )
 
 
-def _event_value(event: TicketEvent, value: str) -> str:
-    if event.kind == TicketEventKind.STATUS_CHANGED and value in TicketStatus.values:
-        return str(TicketStatus(value).label)
-    if event.kind == TicketEventKind.PRIORITY_CHANGED and value in TicketPriority.values:
-        return str(TicketPriority(value).label)
-    return value
-
-
 def ticket_history(ticket: Ticket) -> list[dict]:
     history = []
     for event in ticket.events.select_related("actor_user").order_by("-created_at", "-id"):
@@ -483,8 +473,8 @@ def ticket_history(ticket: Ticket) -> list[dict]:
             "at": event.created_at,
             "kind": event.kind,
             "title": event.get_kind_display(),
-            "from": _event_value(event, event.from_value),
-            "to": _event_value(event, event.to_value),
+            "from": event.value_label(event.from_value),
+            "to": event.value_label(event.to_value),
             "actor": event.actor_user.get_username() if event.actor_user_id else event.actor_kind,
             "message": event.message,
         })

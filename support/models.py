@@ -225,6 +225,15 @@ class TicketEvent(models.Model):
     def __str__(self) -> str:
         return f"{self.get_kind_display()} on #{self.ticket_id}"
 
+    def value_label(self, value: str) -> str:
+        """`from_value` or `to_value` in words: a status or a priority by its label (the
+        assignee and free text as they are)."""
+        if self.kind in (TicketEventKind.CREATED, TicketEventKind.STATUS_CHANGED, TicketEventKind.REOPENED):
+            return str(TicketStatus(value).label) if value in TicketStatus.values else value
+        if self.kind in (TicketEventKind.PRIORITY_CHANGED, TicketEventKind.ESCALATED):
+            return str(TicketPriority(value).label) if value in TicketPriority.values else value
+        return value
+
 
 class SlaTarget(models.Model):
     """How fast tickets of a priority must be answered and resolved. A row without merchant is

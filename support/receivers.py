@@ -61,7 +61,7 @@ def ticket_timeline(order: Order) -> list[TimelineEntry]:
     events = TicketEvent.objects.filter(ticket__order=order).select_related("actor_user").order_by("-created_at")
     for event in events[:200]:
         title = _("Ticket #%(ticket)s: %(kind)s") % {"ticket": event.ticket_id, "kind": event.get_kind_display()}
-        body = " → ".join(filter(None, [event.from_value, event.to_value]))
+        body = " → ".join(filter(None, [event.value_label(event.from_value), event.value_label(event.to_value)]))
         if event.message:
             body = f"{body}\n{event.message}" if body else event.message
         entries.append(TimelineEntry(

@@ -489,6 +489,14 @@ def _cause_label(cause: str) -> str:
     return str(Cause(cause).label) if cause in Cause.values else _("other")
 
 
+def ticket_subject(order: Order) -> str:
+    """The subject a ticket about `order` starts with: its reference, and its cause if flagged."""
+    if order.stuck_cause in Cause.values:
+        return _("Order %(reference)s unreturned: %(cause)s") % {
+            "reference": order.reference, "cause": _cause_label(order.stuck_cause)}
+    return _("Order %(reference)s") % {"reference": order.reference}
+
+
 def ticket_for_stuck_order(
     *, order: Order | int, actor: Actor, outage_providers: frozenset[str] | None = None
 ) -> Ticket:
@@ -526,8 +534,7 @@ def ticket_for_stuck_order(
     assignee = loaded.assignee if loaded.assignee_id and loaded.assignee.is_active else _least_busy_agent()
     try:
         return open_ticket(
-            subject=_("Order %(reference)s unreturned: %(cause)s") % {
-                "reference": loaded.reference, "cause": _cause_label(cause)},
+            subject=ticket_subject(loaded),
             source=TicketSource.AUTO, actor=actor, order=loaded, category=cause or OTHER_CATEGORY,
             priority=TicketPriority.HIGH if (loaded.needs_review or money) else TicketPriority.NORMAL,
             body=_diagnosis_note(loaded, outage_providers=outage_providers),

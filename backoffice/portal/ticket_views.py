@@ -23,12 +23,11 @@ from backoffice.portal.access import (
 )
 from backoffice.portal.forms import OpenTicketForm, ReplyForm, TicketStatusFilter
 from orders.actors import Actor
-from orders.causes import Cause
 from orders.exceptions import DomainError
 from orders.models import Order
 from support.models import MERCHANT_VISIBILITIES, OTHER_CATEGORY, MessageVisibility, Ticket, TicketSource
 from support.selectors import ticket_messages_visible_to
-from support.services import TicketAlreadyOpen, add_message, open_ticket
+from support.services import TicketAlreadyOpen, add_message, open_ticket, ticket_subject
 
 TICKETS_PER_PAGE = 25
 
@@ -61,20 +60,13 @@ def _open_ticket_of(request: HttpRequest, order: Order | None) -> Ticket | None:
     return merchant_open_tickets(request).filter(order=order).first()
 
 
-def _subject_for(order: Order) -> str:
-    if order.stuck_cause in Cause.values:
-        return _("Order %(reference)s: %(cause)s") % {"reference": order.reference,
-                                                       "cause": Cause(order.stuck_cause).label}
-    return _("Order %(reference)s") % {"reference": order.reference}
-
-
 @merchant_view(role=OPERATOR, form=True)
 def ticket_new(request: HttpRequest, merchant_code: str) -> HttpResponse:
     if request.method != "POST":
         order = _order_from_query(request)
         initial = {}
         if order is not None:
-            initial = {"order_reference": order.reference, "subject": _subject_for(order),
+            initial = {"order_reference": order.reference, "subject": ticket_subject(order),
                        "category": order.stuck_cause or OTHER_CATEGORY}
         form = OpenTicketForm(initial=initial, orders=merchant_orders(request))
         return page(request, "merchant/ticket_new.html", {

@@ -8,6 +8,7 @@ from datetime import timedelta
 import pytest
 from django.db import IntegrityError
 from django.urls import reverse
+from django.utils import translation
 
 from orders.actors import Actor
 from orders.causes import Cause
@@ -465,3 +466,17 @@ def test_the_bulk_action_opens_one_ticket_per_order_and_skips_those_with_one(cli
     assert Ticket.objects.filter(order=first).count() == 1
     assert Ticket.objects.filter(order=second).count() == 1
     assert "1 ticket opened; 1 order already had one." in messages_of(response)
+
+
+def test_an_escalation_event_shows_the_priorities_by_their_labels():
+    ticket = open_ticket_for(priority=TicketPriority.NORMAL)
+    services.change_priority(ticket=ticket, to=TicketPriority.HIGH, actor=SYSTEM)
+    event = TicketEvent.objects.get(ticket=ticket, kind=Kind.PRIORITY_CHANGED)
+    escalation = TicketEvent(ticket=ticket, kind=Kind.ESCALATED, from_value="normal", to_value="high")
+    created = TicketEvent.objects.get(ticket=ticket, kind=Kind.CREATED)
+
+    assert (event.value_label(event.from_value), event.value_label(event.to_value)) == ("normal", "high")
+    assert (escalation.value_label("normal"), escalation.value_label("urgent")) == ("normal", "urgent")
+    assert created.value_label(created.to_value) == str(TicketStatus.NEW.label)
+    with translation.override("zh-hans"):
+        assert escalation.value_label("urgent") == str(TicketPriority.URGENT.label) != "urgent"

@@ -90,7 +90,7 @@ def test_the_new_ticket_form_is_prefilled_from_the_order(as_user, merchant, oper
     order, _attempt = pending_order(merchant=merchant, reference="JT-7003")
     flag_order(order, Cause.RESULT_UNKNOWN)
     form = as_user(operator).get(portal_url("ticket_new", merchant) + f"?order={order.pk}").context["form"]
-    assert form.initial == {"order_reference": "JT-7003", "subject": "Order JT-7003: Payment result unknown",
+    assert form.initial == {"order_reference": "JT-7003", "subject": "Order JT-7003 unreturned: Payment result unknown",
                             "category": "result_unknown"}
 
 
