@@ -239,3 +239,10 @@ def test_concurrent_senders_send_each_notification_once(on_postgres, secret):
     assert sorted(sent_mail) == sorted(f"person{n}@example.com" for n in range(15))
     assert sorted(str(r.url) for r in receiver.requests) == sorted(hooks.split("\n"))
     assert IncidentNotification.objects.filter(status="sent").count() == 30
+
+
+def test_incident_deliveries_use_the_customer_outbox_statuses_the_shared_claim_writes():
+    from backoffice.monitoring.models import DeliveryStatus
+    from support.models import NotificationStatus
+
+    assert set(DeliveryStatus.values) == set(NotificationStatus.values)
