@@ -11,8 +11,27 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from django.core.cache import cache
+from django.core.cache import DEFAULT_CACHE_ALIAS, cache, caches
+from django.core.cache.backends.redis import RedisCache
 from django.utils import timezone
+
+# On Redis, one round trip: refuse when any limit is reached, otherwise count the hit against
+# every key, starting a key's expiry with its window. KEYS are the window keys, ARGV their
+# limits and then the expiry in seconds. Returns 1 when counted, 0 when refused.
+_REDIS_TAKE = """
+for i, key in ipairs(KEYS) do
+    if tonumber(redis.call('GET', key) or '0') >= tonumber(ARGV[i]) then
+        return 0
+    end
+end
+for i, key in ipairs(KEYS) do
+    if redis.call('INCR', key) == 1 then
+        redis.call('EXPIRE', key, ARGV[#KEYS + 1])
+    end
+end
+return 1
+"""
+_redis_script = None  # the registered script (its SHA); any client of the cache runs it
 
 
 def take(limits: list[tuple[str, int]], *, window_seconds: int, now: datetime | None = None) -> float | None:
@@ -23,6 +42,10 @@ def take(limits: list[tuple[str, int]], *, window_seconds: int, now: datetime | 
     at = (now or timezone.now()).timestamp()
     window = int(at // window_seconds)
     keys = [(f"{key}:{window}", limit) for key, limit in limits]
+    backend = caches[DEFAULT_CACHE_ALIAS]
+    if isinstance(backend, RedisCache):
+        counted = _take_on_redis(backend, keys, window_seconds)
+        return None if counted else (window + 1) * window_seconds - at
     counts = cache.get_many([key for key, _limit in keys])
     if any(counts.get(key, 0) >= limit for key, limit in keys):
         return (window + 1) * window_seconds - at
@@ -35,3 +58,15 @@ def take(limits: list[tuple[str, int]], *, window_seconds: int, now: datetime | 
         except ValueError:  # expired between add() and incr()
             cache.set(key, 1, window_seconds)
     return None
+
+
+def _take_on_redis(backend: RedisCache, keys: list[tuple[str, int]], window_seconds: int) -> bool:
+    """`take` in one Redis call (a script runs atomically), where the generic path needs a read
+    and then a write per key. The counts are plain integers, which the cache reads back as they
+    are."""
+    global _redis_script
+    client = backend._cache.get_client(write=True)
+    if _redis_script is None:
+        _redis_script = client.register_script(_REDIS_TAKE)
+    full_keys = [backend.make_and_validate_key(key) for key, _limit in keys]
+    return bool(_redis_script(keys=full_keys, args=[*(limit for _key, limit in keys), window_seconds], client=client))

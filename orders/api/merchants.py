@@ -10,20 +10,36 @@ from orders.models import Merchant
 from orders.selectors import can_write_for, is_back_office, merchants_visible_to, writable_merchants
 
 
-def merchant_for_write(user, code: str | None) -> Merchant:
-    """The merchant named by `code` among those `user` sees, or, without a code, the only one the
-    user may write for. Staff always name it. Unknown codes answer 400 on `merchant` (another
-    merchant's code reveals nothing); a merchant the user only reads answers 403."""
-    if is_back_office(user) and not code:
+def writable_sample(request) -> list[Merchant]:
+    """Up to two merchants the request's user may write for, read once per request: the
+    collection-level write permission asks whether there is one, and `merchant_for_write`
+    takes the only one (or finds the named one among them) from the same read."""
+    sample = getattr(request, "_writable_merchants", None)
+    if sample is None:
+        sample = request._writable_merchants = list(writable_merchants(request.user)[:2])
+    return sample
+
+
+def merchant_for_write(request, code: str | None) -> Merchant:
+    """The merchant named by `code` among those the request's user sees, or, without a code, the
+    only one the user may write for. Staff always name it. Unknown codes answer 400 on
+    `merchant` (another merchant's code reveals nothing); a merchant the user only reads
+    answers 403."""
+    user = request.user
+    back_office = is_back_office(user)
+    if back_office and not code:
         raise exceptions.ValidationError({"merchant": [_("Give the merchant's code.")]})
+    candidates = [] if back_office else writable_sample(request)
     if code:
+        for merchant in candidates:
+            if merchant.code == code:
+                return merchant
         merchant = merchants_visible_to(user).filter(code=code).first()
         if merchant is None:
             raise exceptions.ValidationError({"merchant": [_("You have no merchant with this code.")]})
         if not can_write_for(user, merchant.pk):
             raise exceptions.PermissionDenied(_("Your role for this merchant allows reading only."))
         return merchant
-    candidates = list(writable_merchants(user)[:2])
     if not candidates:
         raise exceptions.PermissionDenied(_("Your role for this merchant allows reading only."))
     if len(candidates) > 1:

@@ -131,7 +131,7 @@ class OrderViewSet(IdempotentMixin, mixins.ListModelMixin, mixins.RetrieveModelM
         serializer = s.OrderCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        merchant = merchant_for_write(request.user, data.get("merchant"))
+        merchant = merchant_for_write(request, data.get("merchant"))
         order = services.create_order(
             merchant=merchant, reference=data["reference"], amount=data["amount"], currency=data["currency"],
             customer_name=data["customer_name"], customer_email=data["customer_email"],

@@ -104,7 +104,7 @@ class TicketViewSet(IdempotentMixin, mixins.ListModelMixin, mixins.RetrieveModel
         """The ticket's order (among those the user sees) and merchant, or 400 / 403."""
         user = self.request.user
         if order_id is None:
-            return merchant_for_write(user, code), None
+            return merchant_for_write(self.request, code), None
         order = orders_visible_to(user).select_related("merchant").filter(pk=order_id).first()
         if order is None:
             # Another merchant's order reads as no order at all.

@@ -11,7 +11,7 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from orders.models import IdempotencyKey, MerchantMembership, OrderEvent
-from tests.orders.factories import MembershipFactory
+from tests.orders.factories import MembershipFactory, MerchantFactory
 
 pytestmark = pytest.mark.django_db
 ORDERS = "/api/v1/orders/"
@@ -48,13 +48,29 @@ def _queries_of_one_create(client, n: int, *, key: bool) -> int:
 
 
 def test_create_costs_the_same_few_statements_every_time(token_client):
-    """Token, write permission, merchant, the key (insert, and the response stored after), the
-    order and its event: no re-read of the order, no diagnosis queries, however many orders exist."""
+    """Token, the merchants the user may write for (the permission and the merchant in one read),
+    the key (insert, and the response stored after), the order and its event: no re-read of the
+    order, no diagnosis queries, however many orders exist."""
     with_key = [_queries_of_one_create(token_client, n, key=True) for n in range(5)]
     without_key = [_queries_of_one_create(token_client, n, key=False) for n in range(5)]
     # Inside the test's transaction every atomic block is a savepoint and its release: two
     # statements each (the key's insert, the order with its event).
-    assert with_key == [11] * 5
-    assert without_key == [7] * 5
+    assert with_key == [10] * 5
+    assert without_key == [6] * 5
     assert IdempotencyKey.objects.filter(status=IdempotencyKey.Status.DONE).count() == 5
     assert OrderEvent.objects.filter(kind="created").count() == 10
+
+
+def test_naming_one_of_two_own_merchants_costs_no_extra_statement(merchant):
+    other = MerchantFactory()
+    user = MembershipFactory(merchant=merchant, role=MerchantMembership.Role.OPERATOR).user
+    MembershipFactory(merchant=other, user=user, role=MerchantMembership.Role.MANAGER)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+
+    with CaptureQueriesContext(connection) as captured:
+        response = client.post(ORDERS, payload("TWO-1", merchant=other.code), format="json")
+
+    assert response.status_code == 201, response.json()
+    assert response.json()["merchant"] == other.code
+    assert len(captured) == 6
