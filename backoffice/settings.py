@@ -147,7 +147,7 @@ IDEMPOTENCY_KEY_TTL_HOURS = int(os.environ.get("IDEMPOTENCY_KEY_TTL_HOURS", "24"
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         # Token first: an anonymous request is answered 401 with WWW-Authenticate: Token.
-        "rest_framework.authentication.TokenAuthentication",
+        "orders.api.authentication.TokenAuthentication",
         # The browser (Swagger UI, staff pages); CSRF stays on for its writes.
         "rest_framework.authentication.SessionAuthentication",
     ],

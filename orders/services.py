@@ -27,6 +27,7 @@ from django.utils.module_loading import import_string
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
+from orders import statements
 from orders.actors import Actor
 from orders.causes import Cause, category_of
 from orders.currencies import MINOR_UNITS, is_currency
@@ -93,24 +94,30 @@ def _record_event(
     data: dict[str, Any] | None = None,
     attempt: PaymentAttempt | None = None,
 ) -> OrderEvent:
+    event = _new_event(order=order, kind=kind, actor=actor, message=message, data=data, attempt=attempt)
+    buffered = getattr(_event_buffer, "events", None)
+    if buffered is not None:
+        buffered.append(event)
+        return event
+    event.save()
+    return event
+
+
+def _new_event(
+    *,
+    order: Order,
+    kind: str,
+    actor: Actor,
+    message: str = "",
+    data: dict[str, Any] | None = None,
+    attempt: PaymentAttempt | None = None,
+) -> OrderEvent:
+    """An event of the order, not saved yet."""
     payload = dict(data or {})
     if actor.label:
         payload.setdefault("actor_label", actor.label)
-    buffered = getattr(_event_buffer, "events", None)
-    if buffered is not None:
-        event = OrderEvent(order=order, attempt=attempt, kind=kind, actor_kind=actor.kind,
-                           actor_user_id=actor.user_id, message=message, data=payload)
-        buffered.append(event)
-        return event
-    return OrderEvent.objects.create(
-        order=order,
-        attempt=attempt,
-        kind=kind,
-        actor_kind=actor.kind,
-        actor_user_id=actor.user_id,
-        message=message,
-        data=payload,
-    )
+    return OrderEvent(order=order, attempt=attempt, kind=kind, actor_kind=actor.kind, actor_user_id=actor.user_id,
+                      message=message, data=payload)
 
 
 def _lock_order(order_id: int, *, merchant: Merchant | None = None) -> Order:
@@ -218,28 +225,25 @@ def create_order(
         raise ValidationFailed(_("Merchant %(code)s is inactive and cannot take orders.") % {"code": merchant.code})
     _check_money(amount, currency)
     now = submitted_at or timezone.now()
+    order = Order(
+        merchant=merchant,
+        reference=reference,
+        amount=amount,
+        currency=currency,
+        customer_name=customer_name,
+        customer_email=customer_email,
+        customer_phone=customer_phone,
+        shipping_address=shipping_address,
+        submitted_at=now,
+        status_changed_at=now,
+        sweep_due_at=now + merchant.stuck_after,
+    )
+    event = _new_event(order=order, kind=Kind.CREATED, actor=actor, message=_("Order submitted."),
+                       data={"amount": str(amount), "currency": currency})
     try:
-        with transaction.atomic():
-            order = Order.objects.create(
-                merchant=merchant,
-                reference=reference,
-                amount=amount,
-                currency=currency,
-                customer_name=customer_name,
-                customer_email=customer_email,
-                customer_phone=customer_phone,
-                shipping_address=shipping_address,
-                submitted_at=now,
-                status_changed_at=now,
-                sweep_due_at=now + merchant.stuck_after,
-            )
-            _record_event(
-                order=order,
-                kind=Kind.CREATED,
-                actor=actor,
-                message=_("Order submitted."),
-                data={"amount": str(amount), "currency": currency},
-            )
+        # The order and its event in one statement (PostgreSQL) or one transaction: intake is
+        # the busiest write (docs/performance.md, "API").
+        statements.insert_with_event(order, event, link="order_id")
     except IntegrityError:
         existing = Order.objects.filter(merchant=merchant, reference=reference).values_list("pk", flat=True).first()
         if existing is None:

@@ -26,6 +26,7 @@ from django.utils.translation import gettext as _
 from rest_framework.response import Response
 from rest_framework.utils.encoders import JSONEncoder
 
+from orders import statements
 from orders.api.errors import error_body
 from orders.models import IdempotencyKey
 
@@ -152,15 +153,15 @@ class IdempotentMixin:
                 # Committed at once, so concurrent requests see it (and wait on the unique index for
                 # it) while this one runs the view: one autocommitted INSERT, no BEGIN and COMMIT
                 # round trips; a savepoint only inside a caller's transaction, which a duplicate
-                # key must not break.
+                # key must not break. `statements.insert`: the ORM's insert without its compile.
                 with transaction.atomic() if connection.in_atomic_block else nullcontext():
-                    return IdempotencyKey.objects.create(
+                    return statements.insert(IdempotencyKey(
                         owner_id=owner_id,
                         key=key,
                         method=request.method,
                         path=request.get_full_path()[:2000],
                         request_fingerprint=fingerprint,
-                    )
+                    ))
             except IntegrityError:
                 existing = IdempotencyKey.objects.filter(owner_id=owner_id, key=key).first()
             if existing is None:
@@ -198,7 +199,8 @@ class IdempotentMixin:
         body = "" if response.data is None else json.dumps(response.data, cls=JSONEncoder, ensure_ascii=False)
         headers = {name: response[name] for name in self.idempotency_stored_headers if response.has_header(name)}
         try:
-            IdempotencyKey.objects.filter(pk=row.pk).update(
+            statements.update(
+                IdempotencyKey, row.pk,
                 status=IdempotencyKey.Status.DONE,
                 response_status=status,
                 response_body=body,

@@ -7,7 +7,7 @@ from django.utils.translation import gettext as _
 from rest_framework import exceptions
 
 from orders.models import Merchant
-from orders.selectors import can_write_for, is_back_office, merchants_visible_to, writable_merchants
+from orders.selectors import can_write_for, first_writable_merchants, is_back_office, merchants_visible_to
 
 
 def writable_sample(request) -> list[Merchant]:
@@ -16,7 +16,7 @@ def writable_sample(request) -> list[Merchant]:
     takes the only one (or finds the named one among them) from the same read."""
     sample = getattr(request, "_writable_merchants", None)
     if sample is None:
-        sample = request._writable_merchants = list(writable_merchants(request.user)[:2])
+        sample = request._writable_merchants = first_writable_merchants(request.user)
     return sample
 
 
