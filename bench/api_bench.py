@@ -407,6 +407,7 @@ class IntakeRun:
     threads: int = 0
     load: str = ""
     client_cpu: float = 0.0  # CPU seconds the client processes used while timed
+    shipped: bool = False  # a run with keys under the shipped gunicorn config (the target's runs)
 
     @property
     def client_cores(self) -> float:
@@ -479,9 +480,10 @@ def cleanup_intake(ds: Dataset) -> None:
     cache.clear()  # the throttle's counts
 
 
-def run_intake(ds: Dataset, *, database_url: str, clients: int = 8, per_client: int = 250,
+def run_intake(ds: Dataset, *, database_url: str, clients: int = 8, per_client: int = 250, repeats: int = 3,
                configs: list[tuple[int | None, int | None]] | None = None, log=print) -> list[IntakeRun]:
-    """Intake with and without keys under the shipped gunicorn config (and any `configs` to compare)."""
+    """Intake under the shipped gunicorn config: `repeats` runs with keys (on a shared machine one
+    run can be 20 % off another), then one without; and one run with keys per config in `configs`."""
     from django.core.management import call_command
 
     call_command("createcachetable", verbosity=0)  # the default cache without Redis (a deployment step)
@@ -493,9 +495,16 @@ def run_intake(ds: Dataset, *, database_url: str, clients: int = 8, per_client: 
         server = start_gunicorn(database_url, token, workers=workers, threads=threads, log=log)
         try:
             shipped = workers is None and threads is None
-            suffix = "" if shipped else f" ({server.workers}x{server.threads})"
-            runs.append(run_intake_once(server, token, label="with Idempotency-Key" + suffix, with_keys=True,
-                                        clients=clients, per_client=per_client, log=log))
+            if shipped:
+                for n in range(repeats):
+                    run = run_intake_once(server, token, label=f"with Idempotency-Key, run {n + 1}", with_keys=True,
+                                          clients=clients, per_client=per_client, log=log)
+                    run.shipped = True
+                    runs.append(run)
+            else:
+                runs.append(run_intake_once(server, token, with_keys=True, clients=clients, per_client=per_client,
+                                            label=f"with Idempotency-Key ({server.workers}x{server.threads})",
+                                            log=log))
             if shipped:
                 runs.append(run_intake_once(server, token, label="without Idempotency-Key", with_keys=False,
                                             clients=clients, per_client=per_client, log=log))
@@ -556,30 +565,32 @@ def profile_create(*, requests: int = 200, log=print) -> str:
 
 
 def run(ds: Dataset, *, database_url: str, list_runs: int = 30, clients: int = 8, per_client: int = 250,
-        compare_configs: bool = False, profile: bool = False, log=print) -> Result:
+        intake_runs: int = 3, compare_configs: bool = False, profile: bool = False, log=print) -> Result:
     pages, portal_note = run_lists(runs=list_runs, log=log)
     cores = os.cpu_count() or 1
     # Sync workers (one per core, and one more), and fewer and more threads than shipped.
     configs = [(cores, 1), (cores + 1, 1), (cores, 2), (cores, 8)] if compare_configs else []
-    intake = run_intake(ds, database_url=database_url, clients=clients, per_client=per_client, configs=configs,
-                        log=log)
+    intake = run_intake(ds, database_url=database_url, clients=clients, per_client=per_client, repeats=intake_runs,
+                        configs=configs, log=log)
     profile_text = profile_create(log=log) if profile else ""
     if profile:
         cleanup_intake(ds)
-    main = intake[0]
-    no_keys = intake[1]
+    keyed = [r for r in intake if r.shipped]
+    main = keyed[0]
+    no_keys = next(r for r in intake if not r.with_keys)
+    rate = median([r.rate for r in keyed])  # the target's figure: the median run
     failures = sum(sum(r.failures.values()) for r in intake)
     lists_ok = all(p.ok for p in pages if p.runs_ms) and all(p.runs_ms for p in pages)
-    intake_ok = main.rate >= INTAKE_TARGET_PER_S and not main.failures
+    intake_ok = rate >= INTAKE_TARGET_PER_S and not any(r.failures for r in keyed)
     ok = lists_ok and intake_ok
 
     worst = max((p for p in pages if p.runs_ms), key=lambda p: p.p95)
     headline = [
         f"order list, 50 rows: worst p95 {worst.p95:.1f} ms ({worst.key}), target <= {LIST_TARGET_P95_MS:.0f} ms  "
         f"[{'ok' if lists_ok else 'MISSED'}]",
-        f"intake with Idempotency-Key, {clients} clients: {main.rate:.0f} orders/s, target >= "
-        f"{INTAKE_TARGET_PER_S:.0f}/s  [{'ok' if intake_ok else 'MISSED'}]; without keys {no_keys.rate:.0f}/s; "
-        f"{failures} failed requests",
+        f"intake with Idempotency-Key, {clients} clients: median {rate:.0f} orders/s of {len(keyed)} runs "
+        f"({', '.join(f'{r.rate:.0f}' for r in keyed)}), target >= {INTAKE_TARGET_PER_S:.0f}/s  "
+        f"[{'ok' if intake_ok else 'MISSED'}]; without keys {no_keys.rate:.0f}/s; {failures} failed requests",
     ]
 
     from orders.models import Order
@@ -616,9 +627,11 @@ def run(ds: Dataset, *, database_url: str, list_runs: int = 30, clients: int = 8
         f"What is measured: gunicorn with the shipped `gunicorn.conf.py` ({main.workers} workers x {main.threads} "
         f"threads), production settings (`DEBUG` off, {cache}, `API_WRITE_RATE={BENCH_WRITE_RATE}` so "
         f"the throttle counts but never refuses), against the benchmark database on the same 2 cores as "
-        f"{clients} client processes (the standard library's `http.client`, one keep-alive connection each) POSTing `/api/v1/orders/` one after "
-        f"another with a token, a unique reference and a unique `Idempotency-Key`, {per_client} orders each after "
-        "20 warm ones. Orders/s counts `201` answers only; any other answer is a failure. Latency is the client's.",
+        f"{clients} client processes (the standard library's `http.client`, one keep-alive connection each) "
+        "POSTing `/api/v1/orders/` one after another with a token, a unique reference and a unique "
+        f"`Idempotency-Key`, {per_client} orders each after "
+        f"20 warm ones, {len(keyed)} times in a row; the target applies to the median run. Orders/s counts `201` "
+        "answers only; any other answer is a failure. Latency is the client's.",
         "",
         "| run | orders/s | p50 | p95 | created | failed | target | result | cores the clients used | load average at start |",
         "| --- | ---: | ---: | ---: | ---: | ---: | --- | --- | ---: | --- |",
@@ -626,8 +639,8 @@ def run(ds: Dataset, *, database_url: str, list_runs: int = 30, clients: int = 8
     for r in intake:
         failed = sum(r.failures.values())
         failed_text = f"{failed} ({', '.join(f'{s}: {n}' for s, n in sorted(r.failures.items()))})" if failed else "0"
-        target = f">= {INTAKE_TARGET_PER_S:.0f}/s" if r is main else ""
-        result = ("met" if intake_ok else "**missed**") if r is main else ""
+        target = f">= {INTAKE_TARGET_PER_S:.0f}/s (median)" if r is main else ""
+        result = (f"median {rate:.0f}/s: " + ("met" if intake_ok else "**missed**")) if r is main else ""
         lines.append(f"| {r.label} | {r.rate:.0f} | {r.p50:.1f} ms | {r.p95:.1f} ms | {r.created:,} | {failed_text} | "
                      f"{target} | {result} | {r.client_cores:.2f} | {r.load} |")
     lines += [

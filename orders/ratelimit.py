@@ -65,7 +65,11 @@ def _take_on_redis(backend: RedisCache, keys: list[tuple[str, int]], window_seco
     and then a write per key. The counts are plain integers, which the cache reads back as they
     are."""
     global _redis_script
-    client = backend._cache.get_client(write=True)
+    # One client per cache backend (Django makes one per thread), where `get_client()` builds a
+    # new one on every call.
+    client = getattr(backend, "_ratelimit_client", None)
+    if client is None:
+        client = backend._ratelimit_client = backend._cache.get_client(write=True)
     if _redis_script is None:
         _redis_script = client.register_script(_REDIS_TAKE)
     full_keys = [backend.make_and_validate_key(key) for key, _limit in keys]

@@ -18,27 +18,32 @@ Signals (`pre_save`, `post_save`) are not sent: use these only for models with n
 
 from __future__ import annotations
 
+import functools
 import threading
 from contextlib import nullcontext
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 from django.db import connections, models, router, transaction
 from django.db.models import QuerySet
 
 
-def _fields(model: type[models.Model], exclude: Sequence[str] = ()) -> list[models.Field]:
-    return [f for f in model._meta.concrete_fields if not f.primary_key and f.attname not in exclude]
+@functools.cache
+def _fields(model: type[models.Model], exclude: tuple[str, ...] = ()) -> tuple[models.Field, ...]:
+    return tuple(f for f in model._meta.concrete_fields if not f.primary_key and f.attname not in exclude)
 
 
-def _insert_parts(obj: models.Model, connection, exclude: Sequence[str] = ()) -> tuple[list[str], list[Any]]:
-    """Quoted columns and prepared values of `obj` for an INSERT, as `save()` would write them."""
-    fields = _fields(type(obj), exclude)
-    quote = connection.ops.quote_name
-    return (
-        [quote(f.column) for f in fields],
-        [f.get_db_prep_save(f.pre_save(obj, add=True), connection=connection) for f in fields],
-    )
+@functools.cache
+def _insert_sql(model: type[models.Model], using: str, exclude: tuple[str, ...] = ()) -> tuple[str, str, str]:
+    """The quoted table, its columns and as many placeholders, for a model's fields but `exclude`."""
+    quote = connections[using].ops.quote_name
+    fields = _fields(model, exclude)
+    return quote(model._meta.db_table), ", ".join(quote(f.column) for f in fields), ", ".join(["%s"] * len(fields))
+
+
+def _values(obj: models.Model, connection, exclude: tuple[str, ...] = ()) -> list[Any]:
+    """`obj`'s values for an INSERT, prepared as `save()` prepares them."""
+    return [f.get_db_prep_save(f.pre_save(obj, add=True), connection=connection) for f in _fields(type(obj), exclude)]
 
 
 def _saved(obj: models.Model, pk: int, using: str) -> None:
@@ -54,13 +59,12 @@ def insert(obj: models.Model) -> models.Model:
     model = type(obj)
     using = router.db_for_write(model)
     connection = connections[using]
-    columns, values = _insert_parts(obj, connection)
-    sql = (f"INSERT INTO {connection.ops.quote_name(model._meta.db_table)} ({', '.join(columns)}) "
-           f"VALUES ({', '.join(['%s'] * len(values))})")
-    pk_column = connection.ops.quote_name(model._meta.pk.column)
+    table, columns, placeholders = _insert_sql(model, using)
+    sql = f"INSERT INTO {table} ({columns}) VALUES ({placeholders})"
+    values = _values(obj, connection)
     with connection.cursor() as cursor:
         if connection.features.can_return_columns_from_insert:
-            cursor.execute(f"{sql} RETURNING {pk_column}", values)
+            cursor.execute(f"{sql} RETURNING {connection.ops.quote_name(model._meta.pk.column)}", values)
             pk = cursor.fetchone()[0]
         else:
             cursor.execute(sql, values)
@@ -98,24 +102,30 @@ def insert_with_event(obj: models.Model, event: models.Model, *, link: str) -> N
             setattr(event, link, obj.pk)
             insert(event)
         return
-    quote = connection.ops.quote_name
-    columns, values = _insert_parts(obj, connection)
-    event_columns, event_values = _insert_parts(event, connection, exclude=[link])
-    pk = quote(model._meta.pk.column)
-    sql = (
-        f"WITH new_row AS (INSERT INTO {quote(model._meta.db_table)} ({', '.join(columns)}) "
-        f"VALUES ({', '.join(['%s'] * len(values))}) RETURNING {pk}) "
-        f"INSERT INTO {quote(event_model._meta.db_table)} ({quote(event_model._meta.get_field(link).column)}, "
-        f"{', '.join(event_columns)}) SELECT new_row.{pk}, {', '.join(['%s'] * len(event_values))} FROM new_row "
-        f"RETURNING {quote(event_model._meta.get_field(link).column)}, {quote(event_model._meta.pk.column)}"
-    )
+    sql = _insert_with_event_sql(model, event_model, link, using)
+    values = [*_values(obj, connection), *_values(event, connection, exclude=(link,))]
     # Inside a caller's transaction, a savepoint: a unique violation must not break that transaction.
     with transaction.atomic(using=using) if connection.in_atomic_block else nullcontext(), connection.cursor() as cursor:
-        cursor.execute(sql, [*values, *event_values])
+        cursor.execute(sql, values)
         obj_pk, event_pk = cursor.fetchone()
     _saved(obj, obj_pk, using)
     setattr(event, link, obj_pk)
     _saved(event, event_pk, using)
+
+
+@functools.cache
+def _insert_with_event_sql(model: type[models.Model], event_model: type[models.Model], link: str, using: str) -> str:
+    """One statement: the row, then the event selecting the row's new key from a CTE."""
+    quote = connections[using].ops.quote_name
+    table, columns, placeholders = _insert_sql(model, using)
+    event_table, event_columns, event_placeholders = _insert_sql(event_model, using, exclude=(link,))
+    pk, link_column = quote(model._meta.pk.column), quote(event_model._meta.get_field(link).column)
+    return (
+        f"WITH new_row AS (INSERT INTO {table} ({columns}) VALUES ({placeholders}) RETURNING {pk}) "
+        f"INSERT INTO {event_table} ({link_column}, {event_columns}) "
+        f"SELECT new_row.{pk}, {event_placeholders} FROM new_row "
+        f"RETURNING {link_column}, {quote(event_model._meta.pk.column)}"
+    )
 
 
 class PreparedQuery:
