@@ -85,16 +85,10 @@ def _events_in_one_insert():
         _event_buffer.events = None
 
 
-def _record_event(
-    *,
-    order: Order,
-    kind: str,
-    actor: Actor,
-    message: str = "",
-    data: dict[str, Any] | None = None,
-    attempt: PaymentAttempt | None = None,
-) -> OrderEvent:
-    event = _new_event(order=order, kind=kind, actor=actor, message=message, data=data, attempt=attempt)
+def _record_event(**fields: Any) -> OrderEvent:
+    """Append an event of the order (`_new_event`'s arguments), or keep it for the batch that
+    `_events_in_one_insert` inserts at once."""
+    event = _new_event(**fields)
     buffered = getattr(_event_buffer, "events", None)
     if buffered is not None:
         buffered.append(event)
