@@ -105,7 +105,8 @@ def insert_with_event(obj: models.Model, event: models.Model, *, link: str) -> N
     sql = _insert_with_event_sql(model, event_model, link, using)
     values = [*_values(obj, connection), *_values(event, connection, exclude=(link,))]
     # Inside a caller's transaction, a savepoint: a unique violation must not break that transaction.
-    with transaction.atomic(using=using) if connection.in_atomic_block else nullcontext(), connection.cursor() as cursor:
+    savepoint = transaction.atomic(using=using) if connection.in_atomic_block else nullcontext()
+    with savepoint, connection.cursor() as cursor:
         cursor.execute(sql, values)
         obj_pk, event_pk = cursor.fetchone()
     _saved(obj, obj_pk, using)

@@ -110,7 +110,8 @@ class OrderViewSet(IdempotentMixin, mixins.ListModelMixin, mixins.RetrieveModelM
             setattr(order, name, getattr(order, name).quantize(Decimal(1).scaleb(-places)))
         # OrderDetailSerializer's shape: the order's fields, then no attempts and no diagnosis
         # (serializing an empty queryset of attempts cost more than the rest of the order).
-        return {**s.OrderSerializer(order, context=self.get_serializer_context()).data, "attempts": [], "diagnosis": None}
+        fields = s.OrderSerializer(order, context=self.get_serializer_context()).data
+        return {**fields, "attempts": [], "diagnosis": None}
 
     def retrieve(self, request: Request, *args, **kwargs) -> Response:
         return Response(self._serialize(self.get_object()))
