@@ -33,7 +33,9 @@ def _lock_merchant(merchant: Merchant | int) -> Merchant:
     return Merchant.objects.select_for_update().get(pk=merchant_id)
 
 
-def _lock_membership(membership: MerchantMembership | int) -> MerchantMembership:
+def _load_membership(membership: MerchantMembership | int) -> MerchantMembership:
+    """Read a membership (no row lock of its own: the merchant's lock guards its memberships, so
+    callers read it again once they hold that lock)."""
     membership_id = membership if isinstance(membership, int) else membership.pk
     try:
         return MerchantMembership.objects.select_related("user").get(pk=membership_id)
@@ -126,9 +128,9 @@ def change_role(*, membership: MerchantMembership | int, role: str, actor: Actor
     """Move a member to another role; the same role changes nothing and records nothing."""
     _check_role(role)
     with transaction.atomic():
-        current = _lock_membership(membership)
+        current = _load_membership(membership)
         _lock_merchant(current.merchant_id)
-        current = _lock_membership(current.pk)  # read again now that the merchant is ours
+        current = _load_membership(current.pk)  # read again now that the merchant is ours
         if current.role == role:
             return current
         if role != MembershipRole.MANAGER:
@@ -143,9 +145,9 @@ def change_role(*, membership: MerchantMembership | int, role: str, actor: Actor
 def remove_member(*, membership: MerchantMembership | int, actor: Actor) -> None:
     """End a membership: the user no longer sees the merchant's orders or tickets."""
     with transaction.atomic():
-        current = _lock_membership(membership)
+        current = _load_membership(membership)
         _lock_merchant(current.merchant_id)
-        current = _lock_membership(current.pk)
+        current = _load_membership(current.pk)
         _refuse_losing_last_manager(current)
         _record(current, kind=MembershipEventKind.REMOVED, actor=actor, from_role=current.role)
         current.delete()
