@@ -17,7 +17,7 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import pgettext_lazy
 
 from orders.causes import Cause
-from orders.models import Merchant, Order
+from orders.models import EventActorKind, Merchant, Order
 
 
 class TicketStatus(models.TextChoices):
@@ -204,7 +204,7 @@ class TicketEvent(models.Model):
 
     ticket = models.ForeignKey(Ticket, on_delete=models.PROTECT, related_name="events", verbose_name=_("ticket"))
     kind = models.CharField(_("kind"), max_length=20, choices=TicketEventKind.choices)
-    actor_kind = models.CharField(_("actor"), max_length=16)  # as OrderEvent.ActorKind
+    actor_kind = models.CharField(_("actor"), max_length=16, choices=EventActorKind.choices)
     actor_user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
@@ -219,6 +219,8 @@ class TicketEvent(models.Model):
         ordering = ["created_at", "id"]
         constraints = [
             models.CheckConstraint(condition=Q(kind__in=TicketEventKind.values), name="ticket_event_kind_valid"),
+            models.CheckConstraint(condition=Q(actor_kind__in=EventActorKind.values),
+                                   name="ticket_event_actor_kind_valid"),
         ]
         indexes = [models.Index(fields=["ticket", "created_at"], name="ticket_event_time_idx")]
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from django.db import IntegrityError
+from django.db import IntegrityError, transaction
 from django.urls import reverse
 from django.utils import translation
 
@@ -480,3 +480,10 @@ def test_an_escalation_event_shows_the_priorities_by_their_labels():
     assert created.value_label(created.to_value) == str(TicketStatus.NEW.label)
     with translation.override("zh-hans"):
         assert escalation.value_label("urgent") == str(TicketPriority.URGENT.label) != "urgent"
+
+
+def test_the_database_refuses_a_ticket_event_by_an_unknown_kind_of_actor():
+    ticket = open_ticket_for()
+
+    with pytest.raises(IntegrityError), transaction.atomic():
+        TicketEvent.objects.create(ticket=ticket, kind=TicketEvent.Kind.ESCALATED, actor_kind="robot")
