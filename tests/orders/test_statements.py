@@ -7,6 +7,7 @@ from decimal import Decimal
 
 import pytest
 from django.db import IntegrityError, transaction
+from django.db.models.signals import post_save, pre_save
 from django.utils import timezone
 
 from orders import statements
@@ -161,3 +162,40 @@ def test_a_prepared_query_needs_exactly_its_parameters():
 
     with pytest.raises(TypeError):
         prepared(user=1)
+
+
+# --- models with save receivers ---
+
+
+def test_a_model_with_save_receivers_is_inserted_by_save_so_they_run():
+    seen = []
+
+    def receiver(sender, instance, created, **kwargs):
+        seen.append((instance.key, created))
+
+    post_save.connect(receiver, sender=IdempotencyKey)
+    try:
+        row = statements.insert(IdempotencyKey(owner=UserFactory(), key="k-9", method="POST", path="/x/",
+                                               request_fingerprint="f"))
+    finally:
+        post_save.disconnect(receiver, sender=IdempotencyKey)
+
+    assert seen == [("k-9", True)]
+    assert IdempotencyKey.objects.filter(pk=row.pk).exists()
+
+
+def test_an_order_and_its_event_go_through_save_when_the_event_has_receivers():
+    seen = []
+
+    def receiver(sender, instance, **kwargs):
+        seen.append(instance.order_id)
+
+    pre_save.connect(receiver, sender=OrderEvent)
+    try:
+        order = new_order(MerchantFactory())
+        statements.insert_with_event(order, new_event(order), link="order_id")
+    finally:
+        pre_save.disconnect(receiver, sender=OrderEvent)
+
+    assert seen == [order.pk]
+    assert OrderEvent.objects.filter(order_id=order.pk).count() == 1
