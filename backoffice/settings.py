@@ -139,6 +139,11 @@ else:
     # The database cache is shared by every web and cluster process, unlike locmem.
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": "cache_table"}}
 
+# Proxies in front of the web servers (nginx, a load balancer), each appending to
+# X-Forwarded-For: the per-address limits (status page reports, anonymous API writes, bad
+# webhook signatures) then count the client's address, not the proxy's. 0: no proxy.
+TRUSTED_PROXIES = int(os.environ.get("TRUSTED_PROXIES", "0"))
+
 # --- REST API (/api/v1/) ----------------------------------------------------------------
 # Writes per user (a token is one user's) in the default cache: Redis when REDIS_URL is set.
 API_WRITE_RATE = os.environ.get("API_WRITE_RATE", "120/min")

@@ -269,14 +269,9 @@ class ReportProblemForm(forms.Form):
         return message
 
 
-def _client_ip(request: HttpRequest) -> str:
-    # REMOTE_ADDR only: X-Forwarded-For is set by the client unless a trusted proxy rewrites it.
-    return request.META.get("REMOTE_ADDR", "") or "unknown"
-
-
 def _rate_limited(order: Order, request: HttpRequest) -> bool:
     """Count this submission; True when it is over a limit (and then it is not counted)."""
-    ip = hashlib.sha256(_client_ip(request).encode()).hexdigest()[:32]
+    ip = hashlib.sha256(ratelimit.client_ip(request).encode()).hexdigest()[:32]
     limits = [
         (f"track-report:order:{order.pk}", REPORTS_PER_ORDER_PER_HOUR),
         (f"track-report:ip:{ip}", REPORTS_PER_IP_PER_HOUR),

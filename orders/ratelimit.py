@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from django.conf import settings
 from django.core.cache import DEFAULT_CACHE_ALIAS, cache, caches
 from django.core.cache.backends.redis import RedisCache
 from django.utils import timezone
@@ -74,3 +75,20 @@ def _take_on_redis(backend: RedisCache, keys: list[tuple[str, int]], window_seco
         _redis_script = client.register_script(_REDIS_TAKE)
     full_keys = [backend.make_and_validate_key(key) for key, _limit in keys]
     return bool(_redis_script(keys=full_keys, args=[*(limit for _key, limit in keys), window_seconds], client=client))
+
+
+def client_ip(request) -> str:
+    """The address a request came from, for limits per address.
+
+    `REMOTE_ADDR`, unless the site runs behind `TRUSTED_PROXIES` proxies (nginx, a load balancer),
+    each of which appends the address it received the request from to `X-Forwarded-For`: then
+    the client is that many entries from the right. Entries further left were sent by the client
+    and prove nothing, so they are never used."""
+    remote = request.META.get("REMOTE_ADDR", "") or "unknown"
+    proxies = getattr(settings, "TRUSTED_PROXIES", 0)
+    if proxies <= 0:
+        return remote
+    forwarded = [part.strip() for part in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",") if part.strip()]
+    if not forwarded:
+        return remote
+    return forwarded[-min(proxies, len(forwarded))]

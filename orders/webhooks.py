@@ -12,14 +12,13 @@ from __future__ import annotations
 import logging
 import uuid
 
-from django.core.cache import cache
 from django.db import IntegrityError, transaction
 from django.http import HttpRequest, JsonResponse
 from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.views.decorators.csrf import csrf_exempt
 
-from orders import log_context, telemetry
+from orders import log_context, ratelimit, telemetry
 from orders.actors import Actor
 from orders.api.errors import error_response
 from orders.models import Order, PaymentAttempt, PaymentCheck, ProviderCallback
@@ -54,12 +53,10 @@ def _journal(provider: str, event_id: str, headers: dict[str, str], body: str) -
 
 
 def _too_many_bad_signatures(provider: str, request: HttpRequest) -> bool:
-    key = f"webhook-bad-signature:{provider}:{request.META.get('REMOTE_ADDR', '')}:{int(timezone.now().timestamp() // 60)}"
-    cache.add(key, 0, timeout=120)
-    try:
-        return cache.incr(key) > BAD_SIGNATURE_LIMIT
-    except ValueError:
-        return False
+    """Count a bad signature from this address; True once it sent `BAD_SIGNATURE_LIMIT` in the
+    current minute."""
+    key = f"webhook-bad-signature:{provider}:{ratelimit.client_ip(request)}"
+    return ratelimit.take([(key, BAD_SIGNATURE_LIMIT)], window_seconds=60) is not None
 
 
 def _count(callback: ProviderCallback, *, signature_valid: bool | None = None, outcome: str | None = None,

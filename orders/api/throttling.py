@@ -27,7 +27,7 @@ class WriteRateThrottle(BaseThrottle):
         rate = getattr(settings, "API_WRITE_RATE", DEFAULT_WRITE_RATE)
         limit, window_seconds = SimpleRateThrottle.parse_rate(None, rate)
         user = request.user
-        who = f"user:{user.pk}" if user and user.is_authenticated else f"ip:{self.get_ident(request)}"
+        who = f"user:{user.pk}" if user and user.is_authenticated else f"ip:{ratelimit.client_ip(request)}"
         self.retry_after = ratelimit.take(
             [(f"throttle:{self.scope}:{who}", limit)], window_seconds=window_seconds, now=timezone.now()
         )

@@ -8,7 +8,7 @@ from unittest import mock
 import pytest
 import time_machine
 from django.core.cache import cache
-from django.test import Client
+from django.test import Client, override_settings
 from django.urls import reverse
 from django.utils import timezone
 
@@ -310,6 +310,20 @@ def test_twenty_first_report_from_one_address_in_an_hour_is_refused(client, fake
 
     assert response.status_code == 429
     assert fake_report.call_count == 20
+
+
+@override_settings(TRUSTED_PROXIES=1)
+def test_behind_a_proxy_each_customer_has_their_own_address_limit(client, fake_report):
+    orders = [OrderFactory(customer_email="li.wei@example.com") for _ in range(5)]
+    for i in range(20):
+        response = client.post(report_url(orders[i % 5]), valid_report(), HTTP_X_FORWARDED_FOR="198.51.100.1")
+        assert response.status_code == 302
+
+    refused = client.post(report_url(orders[0]), valid_report(), HTTP_X_FORWARDED_FOR="198.51.100.1")
+    another_customer = client.post(report_url(orders[1]), valid_report(), HTTP_X_FORWARDED_FOR="198.51.100.2")
+
+    assert refused.status_code == 429
+    assert another_customer.status_code == 302
 
 
 def test_report_needs_csrf(order, fake_report):
