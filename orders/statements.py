@@ -21,13 +21,12 @@ from __future__ import annotations
 
 import functools
 import threading
-from contextlib import nullcontext
 from collections.abc import Callable
+from contextlib import nullcontext
 from typing import Any
 
 from django.db import connections, models, router, transaction
-from django.db.models import signals
-from django.db.models import QuerySet
+from django.db.models import QuerySet, signals
 
 
 @functools.cache
@@ -164,6 +163,9 @@ class PreparedQuery:
         if compiled is not None:
             return compiled
         with self._lock:
+            compiled = self._compiled.get(using)  # another thread may have compiled it meanwhile
+            if compiled is not None:
+                return compiled
             queryset = self._build(**self._stand_ins)
             if queryset.model is not self.model:
                 raise ValueError(f"the queryset is of {queryset.model.__name__}, not {self.model.__name__}")
